@@ -1,0 +1,291 @@
+"""AutoWU: exponential warmup until the GP-smoothed loss has confidently passed its minimum,
+then a predefined decay to zero (shared/AUTOWU.md; Kim et al., 2021).
+
+Usage, in any training loop::
+
+    sched = AutoWU(optimizer, steps_per_epoch=len(loader), total_epochs=epochs)
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        sched.step(loss.detach())      # a 0-d tensor on any device, or a float
+
+``step`` never synchronises with the device: the epoch's losses stay where they are and move to
+the host once per epoch, when the test runs. Under torch.distributed the epoch's loss vector is
+averaged over ranks with one all-reduce, rank 0 runs the test, and the outcome is broadcast, so
+every rank takes the same decision from the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from autolr.gp import GPConfig, GPState, TestResult, run_test
+from autolr.schedules import Scheduler, _check_positive, cosine_factor
+
+__all__ = ["AutoWU"]
+
+_PHASES = ("warmup", "decay")
+
+
+class AutoWU(Scheduler):
+    """Automated warmup and decay.
+
+    Args:
+        optimizer: the wrapped optimizer. Parameter groups keep their LR ratio to the first.
+        steps_per_epoch: optimizer steps per epoch (the test runs every this many steps).
+        total_epochs: the budget; the LR reaches 0 at step ``steps_per_epoch * total_epochs``.
+        init_lr, max_lr: the exponential (or linear) warmup path η(s) from ``init_lr`` at step 0
+            to ``max_lr`` at step M = ⌊max_warmup_fraction · T⌋.
+        max_warmup_fraction: warmup is forced to end at step M.
+        warmup: ``"exp"`` (reference) or ``"linear"`` (ablation).
+        decay: ``"cosine"`` or ``"constant_cosine"`` (constant, then cosine over the last
+            ``cooldown_fraction`` of all steps).
+        confidence: a prediction votes "past the minimum" when its p exceeds this.
+        patience: consecutive positive epochs needed to switch.
+        n_tests: predictions per test, each on an independent subsample.
+        lengthscale: the GP's fixed RBF lengthscale, as a fraction of the history.
+        seed: seeds the subsampling generator (its state is part of ``state_dict``).
+        gp_path: ``"fast"`` (default) or ``"oracle"`` (the reference recipe, ~100x slower).
+        distributed: average losses over ranks and broadcast decisions when torch.distributed is
+            initialised (``None``: whenever it is).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
+                 init_lr: float = 1e-5, max_lr: float = 1.0, max_warmup_fraction: float = 0.5,
+                 warmup: str = "exp", decay: str = "cosine", cooldown_fraction: float = 0.2,
+                 confidence: float = 0.95, patience: int = 3, n_tests: int = 5, lengthscale: float = 0.2,
+                 seed: int = 0, gp_path: str = "fast", distributed: bool | None = None,
+                 fit_iters: int = 100) -> None:
+        super().__init__(optimizer, steps_per_epoch, total_epochs)
+        self.init_lr = _check_positive("init_lr", init_lr)
+        self.max_lr = _check_positive("max_lr", max_lr)
+        if self.max_lr <= self.init_lr:
+            raise ValueError(f"max_lr ({max_lr}) must exceed init_lr ({init_lr})")
+        if not 0.0 <= float(max_warmup_fraction) <= 1.0:
+            raise ValueError(f"max_warmup_fraction must lie in [0, 1], got {max_warmup_fraction}")
+        if warmup not in ("exp", "linear"):
+            raise ValueError(f"warmup must be 'exp' or 'linear', got {warmup!r}")
+        if decay not in ("cosine", "constant_cosine"):
+            raise ValueError(f"decay must be 'cosine' or 'constant_cosine', got {decay!r}")
+        if not 0.0 <= float(cooldown_fraction) <= 1.0:
+            raise ValueError(f"cooldown_fraction must lie in [0, 1], got {cooldown_fraction}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {patience!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if gp_path not in ("fast", "oracle"):
+            raise ValueError(f"gp_path must be 'fast' or 'oracle', got {gp_path!r}")
+        self.gp = GPConfig(lengthscale=float(lengthscale), n_tests=int(n_tests), confidence=float(confidence),
+                           fit_iters=int(fit_iters))
+        self.max_warmup_fraction = float(max_warmup_fraction)
+        self.warmup = warmup
+        self.decay = decay
+        self.cooldown_fraction = float(cooldown_fraction)
+        self.patience = patience
+        self.seed = seed
+        self.gp_path = gp_path
+        self.distributed = distributed
+        self.max_warmup_steps = int(math.floor(self.max_warmup_fraction * self.total_steps))
+
+        # everything below is state (see state_dict)
+        self._phase = "warmup"
+        self.switch_step: int | None = None  # first step taken with the decay schedule
+        self.switch_lr: float | None = None
+        self.switch_kind: str | None = None  # "test" (the GP test fired) or "forced"
+        self.consecutive = 0
+        self.history: list[dict[str, Any]] = []
+        self.losses: list[float] = []  # per-step warmup losses (rank-averaged), NaN kept
+        self._epoch_losses: list[torch.Tensor | float] = []
+        self._gp_state = GPState.initial(self.gp)
+        self._rng = np.random.default_rng(seed)
+        self.test_seconds = 0.0  # wall time spent in tests (not state: timing only)
+
+        if self.max_warmup_steps == 0:
+            # no room for a warmup at all: decay from max_lr, as the reference does
+            self._switch(0, self.max_lr, "forced")
+        self._apply(self._lr(0))
+
+    @property
+    def phase(self) -> str:
+        """``"warmup"`` until the switch, then ``"decay"``."""
+        return self._phase
+
+    # -- the schedule ------------------------------------------------------------------------
+    def _warmup_lr(self, step: int) -> float:
+        m = max(self.max_warmup_steps, 1)
+        frac = min(step, m) / m
+        if self.warmup == "linear":
+            return self.init_lr + (self.max_lr - self.init_lr) * frac
+        return self.init_lr * (self.max_lr / self.init_lr) ** frac
+
+    def _lr(self, step: int) -> float:
+        if self.phase == "warmup":
+            return self._warmup_lr(step)
+        assert self.switch_step is not None and self.switch_lr is not None
+        start = self.switch_step
+        if self.decay == "constant_cosine":
+            # the first step s >= (1 - c)·T starts the cosine (the 1e-9 absorbs float noise in c·T)
+            start = max(start, math.ceil((1.0 - self.cooldown_fraction) * self.total_steps - 1e-9))
+        return self.switch_lr * cosine_factor(step, start, self.total_steps)
+
+    def _lr_from_x(self, x: float, lr_now: float) -> float:
+        # maps a point of the history back along the warmup path: x = 0 is init_lr, x = 1 now
+        if self.warmup == "linear":
+            return self.init_lr + (lr_now - self.init_lr) * x
+        return self.init_lr * (lr_now / self.init_lr) ** x
+
+    def _switch(self, step: int, lr: float, kind: str) -> None:
+        self._phase = "decay"
+        self.switch_step = step
+        self.switch_lr = float(lr)
+        self.switch_kind = kind
+
+    # -- stepping ----------------------------------------------------------------------------
+    def step(self, loss: float | torch.Tensor | None = None) -> None:
+        """Record the loss of the step just taken and set the LR of the next one."""
+        if self.phase == "warmup":
+            if loss is None:
+                raise ValueError("AutoWU.step needs the step's training loss during warmup")
+            if isinstance(loss, torch.Tensor):
+                if loss.numel() != 1:
+                    raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+                loss = loss.detach().reshape(())
+            else:
+                loss = float(loss)
+            self._epoch_losses.append(loss)
+        self.last_step += 1
+        s = self.last_step
+        if self.phase == "warmup":
+            lr_now = self._warmup_lr(s - 1)  # the LR of the step just taken
+            if s % self.steps_per_epoch == 0 or s >= self.max_warmup_steps:
+                self._flush_epoch_losses()
+            if s % self.steps_per_epoch == 0 and s < self.max_warmup_steps:
+                self._end_of_epoch_test(s, lr_now)
+            if self.phase == "warmup" and s >= self.max_warmup_steps:
+                self._switch(s, lr_now, "forced")
+        self._apply(self._lr(s))
+
+    def _flush_epoch_losses(self) -> None:
+        """Move the epoch's losses to the host once, averaged over ranks."""
+        if not self._epoch_losses:
+            return
+        tensors = [v for v in self._epoch_losses if isinstance(v, torch.Tensor)]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        vec = torch.stack([v.to(device=device, dtype=torch.float64) if isinstance(v, torch.Tensor)
+                           else torch.tensor(v, dtype=torch.float64, device=device)
+                           for v in self._epoch_losses])
+        if self._is_distributed():
+            import torch.distributed as dist
+
+            if dist.get_backend() == "nccl" and vec.device.type != "cuda":
+                vec = vec.cuda()
+            dist.all_reduce(vec)
+            vec /= dist.get_world_size()
+        self.losses.extend(vec.cpu().tolist())
+        self._epoch_losses = []
+
+    def _is_distributed(self) -> bool:
+        import torch.distributed as dist
+
+        active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if self.distributed is None:
+            return active
+        return bool(self.distributed) and active
+
+    def _end_of_epoch_test(self, step: int, lr_now: float) -> None:
+        t0 = time.perf_counter()
+        record = None
+        if self._is_distributed():
+            import torch.distributed as dist
+
+            if dist.get_rank() == 0:
+                record = self._test(step, lr_now)
+            # one small object per epoch: the decision, its LR and the record, identical everywhere
+            box = [(record, self._gp_state.to_dict(), self._rng.bit_generator.state)]
+            dist.broadcast_object_list(box, src=0)
+            record, gp_state, rng_state = box[0]
+            self._gp_state = GPState.from_dict(gp_state)
+            self._rng.bit_generator.state = rng_state
+        else:
+            record = self._test(step, lr_now)
+        self.history.append(record)
+        self.consecutive = self.consecutive + 1 if record["positive"] else 0
+        if self.consecutive >= self.patience:
+            record["switched"] = True
+            self._switch(step, record["candidate_lr"], "test")
+        self.test_seconds += time.perf_counter() - t0
+
+    def _test(self, step: int, lr_now: float) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        res: TestResult = run_test(np.asarray(self.losses), self._gp_state, self._rng, self.gp, self.gp_path)
+        candidates = [self._lr_from_x(x, lr_now) for x in res.argmin_x]
+        record = asdict(res)
+        record.update(
+            epoch=step // self.steps_per_epoch,
+            step=step,
+            lr_now=lr_now,
+            candidate_lr=float(np.mean(candidates)) if candidates else None,
+            candidate_lrs=candidates,
+            switched=False,
+            seconds=time.perf_counter() - t0,
+        )
+        return record
+
+    # -- introspection and state -------------------------------------------------------------
+    @property
+    def warmup_losses(self) -> list[float]:
+        """The per-step losses recorded during warmup (NaN where a step's loss was non-finite)."""
+        return list(self.losses)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "auto", "init_lr": self.init_lr, "max_lr": self.max_lr,
+                "max_warmup_fraction": self.max_warmup_fraction, "max_warmup_steps": self.max_warmup_steps,
+                "warmup": self.warmup, "decay": self.decay, "cooldown_fraction": self.cooldown_fraction,
+                "patience": self.patience, "seed": self.seed, "gp_path": self.gp_path, "gp": asdict(self.gp),
+                "total_steps": self.total_steps}
+
+    def summary(self) -> dict[str, Any]:
+        """What a run record keeps of AutoWU: the switch, every test, and the warmup losses."""
+        return {"switch_step": self.switch_step, "switch_lr": self.switch_lr, "switch_kind": self.switch_kind,
+                "switch_epoch": None if self.switch_step is None else self.switch_step / self.steps_per_epoch,
+                "tests": list(self.history), "warmup_losses": self.warmup_losses,
+                "test_seconds": self.test_seconds, "config": self.describe()}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        pending = [float(v.item()) if isinstance(v, torch.Tensor) else float(v) for v in self._epoch_losses]
+        state.update(
+            phase=self.phase, switch_step=self.switch_step, switch_lr=self.switch_lr,
+            switch_kind=self.switch_kind, consecutive=self.consecutive,
+            history=[dict(r) for r in self.history], losses=list(self.losses), pending_losses=pending,
+            gp_state=self._gp_state.to_dict(), rng_state=self._rng.bit_generator.state,
+            config=self.describe(),
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("phase") not in _PHASES:
+            raise ValueError("not an AutoWU state dict (no valid 'phase')")
+        cfg = state.get("config", {})
+        for key in ("init_lr", "max_lr", "max_warmup_steps", "warmup", "decay"):
+            if key in cfg and cfg[key] != getattr(self, key):
+                raise ValueError(
+                    f"AutoWU state has {key}={cfg[key]!r}, this scheduler {getattr(self, key)!r}")
+        self._phase = state["phase"]
+        self.switch_step = state["switch_step"]
+        self.switch_lr = state["switch_lr"]
+        self.switch_kind = state["switch_kind"]
+        self.consecutive = int(state["consecutive"])
+        self.history = [dict(r) for r in state["history"]]
+        self.losses = [float(v) for v in state["losses"]]
+        self._epoch_losses = [float(v) for v in state["pending_losses"]]
+        self._gp_state = GPState.from_dict(state["gp_state"])
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng_state"]
+        super().load_state_dict(state)
