@@ -91,7 +91,8 @@ class AutoWU(Scheduler):
         self.seed = seed
         self.gp_path = gp_path
         self.distributed = distributed
-        self.max_warmup_steps = int(math.floor(self.max_warmup_fraction * self.total_steps))
+        # the 1e-9 keeps float noise (0.29 * 100 = 28.999...) from losing a step
+        self.max_warmup_steps = int(math.floor(self.max_warmup_fraction * self.total_steps + 1e-9))
 
         # everything below is state (see state_dict)
         self._phase = "warmup"
@@ -132,6 +133,8 @@ class AutoWU(Scheduler):
         if self.decay == "constant_cosine":
             # the first step s >= (1 - c)·T starts the cosine (the 1e-9 absorbs float noise in c·T)
             start = max(start, math.ceil((1.0 - self.cooldown_fraction) * self.total_steps - 1e-9))
+        if step < start:
+            return self.switch_lr
         return self.switch_lr * cosine_factor(step, start, self.total_steps)
 
     def _lr_from_x(self, x: float, lr_now: float) -> float:
@@ -187,7 +190,7 @@ class AutoWU(Scheduler):
                 vec = vec.cuda()
             dist.all_reduce(vec)
             vec /= dist.get_world_size()
-        self.losses.extend(vec.cpu().tolist())
+        self.losses.extend(v if math.isfinite(v) else math.nan for v in vec.cpu().tolist())
         self._epoch_losses = []
 
     def _is_distributed(self) -> bool:

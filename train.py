@@ -1,0 +1,506 @@
+"""Train a timm model at any global batch size under any autolr scheduler, and record the run.
+
+    python train.py                                   # AutoWU, small CNN, Fashion-MNIST (offline)
+    python train.py --sched auto --bs 16384           # the same at a very large batch
+    python train.py --data cifar10 --sched linear --lr 1e-3 --bs 4096
+    torchrun --nproc_per_node 8 train.py --data imagenet --bs 16384 --sched auto
+
+``--bs`` is the global batch. Every process runs micro-batches of ``--micro-bs`` examples
+(the recipe's per-device batch-norm batch) and accumulates gradients, so a batch of 16384 runs
+on one CPU in bounded memory and scales unchanged over GPUs and nodes with torchrun (DDP).
+Defaults come from autolr/recipes.py (REPRODUCTION.md's recipe table). The run's record goes to
+``--out/<run_id>.json`` (written atomically at the end) and its checkpoint to
+``checkpoints/<run_id>/`` (atomically at every epoch's end; ``--resume`` continues from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+REPO = Path(__file__).resolve().parent
+# flags that change where things go or how fast, never what is computed: not part of run_id
+OPERATIONAL = ("out", "resume", "loader_workers", "ckpt_dir", "progress", "device", "compile", "keep_ckpt")
+
+
+class UsageError(Exception):
+    """Bad flags or impossible settings: reported in one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from autolr.schedules import SCHEDULERS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "cifar100", "imagenet"])
+    g.add_argument("--data-root", default="data", help="datasets and .beton files live here (default: data/)")
+    g.add_argument("--subset", type=int, default=None, help="train on N examples of the training pool")
+    g.add_argument("--loader", default=None, choices=["ffcv", "tensor"],
+                   help="ffcv (default), or tensor: the whole split in device memory (small sets only)")
+    g.add_argument("--loader-workers", type=int, default=None, help="FFCV worker threads (default: cores)")
+    g = p.add_argument_group("model and optimizer (defaults: the dataset's recipe)")
+    g.add_argument("--model", default=None, help="any timm model or a CIFAR one of autolr.models")
+    g.add_argument("--opt", default=None, choices=["adamp", "lamb", "sgd", "adamw"])
+    g.add_argument("--wd", type=float, default=None, help="weight decay (default: the recipe's, 0.1)")
+    g.add_argument("--label-smoothing", type=float, default=None)
+    g = p.add_argument_group("batch and budget")
+    g.add_argument("--bs", type=int, default=256, help="global batch size")
+    g.add_argument("--micro-bs", type=int, default=None,
+                   help="examples per forward pass and device (default: the recipe's batch-norm batch, 256)")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("schedule")
+    g.add_argument("--sched", default="auto", choices=list(SCHEDULERS))
+    g.add_argument("--lr", type=float, default=None,
+                   help="linear: base LR per 256 examples; legw: LR at --legw-b0; fixed/cosine/constant: the peak")
+    g.add_argument("--warmup-epochs", type=float, default=None, help="linear/fixed: default 5; legw: w0 at B0")
+    g.add_argument("--legw-b0", type=int, default=None, help="legw: the batch size --lr was tuned at")
+    g.add_argument("--init-lr", type=float, default=1e-5, help="auto: the warmup's first LR")
+    g.add_argument("--max-lr", type=float, default=1.0, help="auto: the LR the warmup reaches at its cap")
+    g.add_argument("--max-warmup-fraction", type=float, default=0.5, help="auto: forced switch at this fraction")
+    g.add_argument("--decay", default="cosine", choices=["cosine", "constant_cosine"], help="auto: decay")
+    g.add_argument("--gp-path", default="fast", choices=["fast", "oracle"], help="auto: GP implementation")
+    g = p.add_argument_group("runs")
+    g.add_argument("--out", default="results/runs", help="the record goes to OUT/<run_id>.json")
+    g.add_argument("--ckpt-dir", default="checkpoints", help="checkpoints go to CKPT_DIR/<run_id>/")
+    g.add_argument("--resume", action="store_true", help="continue from the run's checkpoint if there is one")
+    g.add_argument("--keep-ckpt", action="store_true", help="keep the checkpoint after the run finishes")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast (auto: on GPU)")
+    g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    g.add_argument("--progress", default="auto", choices=["auto", "on", "off"], help="tqdm bars")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill recipe defaults, check every flag, and return the run's full config."""
+    from autolr.recipes import EFFICIENTNET_PREFIX, get_recipe
+
+    r = get_recipe(args.data)
+    cfg = dict(vars(args))
+    cfg["model"] = args.model or r.model
+    cfg["opt"] = args.opt or r.opt
+    cfg["wd"] = r.weight_decay if args.wd is None else args.wd
+    cfg["epochs"] = args.epochs or r.epochs
+    cfg["micro_bs"] = args.micro_bs or r.micro_bs
+    cfg["recipe_micro_bs"] = r.micro_bs
+    cfg["loader"] = args.loader or "ffcv"
+    is_effnet = cfg["model"].startswith(EFFICIENTNET_PREFIX)
+    cfg["label_smoothing"] = (0.1 if is_effnet else 0.0) if args.label_smoothing is None else args.label_smoothing
+    cfg["sync_bn"] = is_effnet
+    cfg["recipe"] = r.dataset
+
+    if args.data == "imagenet" and cfg["loader"] == "tensor":
+        raise UsageError("--loader tensor holds a whole split in memory: use it for fashion-mnist or cifar only")
+    for name in ("bs", "micro_bs", "epochs"):
+        if cfg[name] is None or cfg[name] < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {cfg[name]}")
+    if args.subset is not None and args.subset < 1:
+        raise UsageError(f"--subset must be a positive integer, got {args.subset}")
+    if args.loader_workers is not None and args.loader_workers < 1:
+        raise UsageError("--loader-workers must be at least 1")
+    if not 0 <= cfg["label_smoothing"] < 1:
+        raise UsageError("--label-smoothing must lie in [0, 1)")
+    if cfg["wd"] < 0:
+        raise UsageError("--wd must be >= 0")
+    if args.sched == "auto":
+        if args.lr is not None:
+            raise UsageError("--lr is not accepted with --sched auto: AutoWU finds the peak LR itself "
+                             "(set --init-lr / --max-lr to change its search range)")
+        if args.warmup_epochs is not None or args.legw_b0 is not None:
+            raise UsageError("--warmup-epochs / --legw-b0 are for the baselines; AutoWU's warmup is adaptive")
+        for k in ("lr", "warmup_epochs", "legw_b0"):
+            cfg.pop(k)
+    else:
+        if args.lr is None:
+            raise UsageError(f"--sched {args.sched} needs --lr (see --help for what it means there)")
+        if args.sched != "legw" and args.legw_b0 is not None:
+            raise UsageError("--legw-b0 is only for --sched legw")
+        if args.sched == "legw" and args.legw_b0 is None:
+            cfg["legw_b0"] = r.batch_sizes[0]  # B0: the recipe grid's smallest batch
+        for k in ("init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"):
+            cfg.pop(k)
+    return cfg
+
+
+def run_id_of(cfg: dict[str, Any]) -> str:
+    key = {k: v for k, v in sorted(cfg.items()) if k not in OPERATIONAL}
+    blob = json.dumps(key, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small utilities
+# ---------------------------------------------------------------------------------------------
+def finite_or_none(obj: Any) -> Any:
+    """JSON has no NaN or inf: non-finite numbers become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(finite_or_none(obj), f, indent=1, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def git_info() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return {"commit": commit or None, "dirty": dirty if commit else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def compact_lr_trace(lrs: list[float], phases: list[str], max_len: int = 20000) -> dict[str, Any]:
+    """Every step's LR, or every k-th step plus each step where the phase changes."""
+    k = max(1, math.ceil(len(lrs) / max_len))
+    steps = [s for s in range(len(lrs)) if s % k == 0 or s == len(lrs) - 1 or (s and phases[s] != phases[s - 1])]
+    return {"every": k, "step": steps, "lr": [lrs[s] for s in steps], "phase_change_steps":
+            [s for s in range(1, len(phases)) if phases[s] != phases[s - 1]]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def train(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    run_id = run_id_of(cfg)
+
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from autolr import build_scheduler
+    from autolr.data import build_loaders, dataset_info
+    from autolr.models import build_model
+    from autolr.optim import build_optimizer
+
+    # -- processes and devices ----------------------------------------------------------------
+    info = dataset_info(cfg["data"], subset=cfg["subset"])
+    if cfg["bs"] > info["train_size"]:
+        raise UsageError(f"--bs {cfg['bs']} is larger than the training split ({info['train_size']} examples): "
+                         "use a smaller batch or more data")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cfg["bs"] % world:
+        raise UsageError(f"--bs {cfg['bs']} does not split over {world} processes: use a multiple of {world}")
+    per_rank = cfg["bs"] // world
+    micro = min(cfg["micro_bs"], per_rank)
+    if per_rank % micro:
+        raise UsageError(f"--micro-bs {micro} does not divide the per-process batch {per_rank} "
+                         f"(--bs {cfg['bs']} over {world} processes); pick a divisor of {per_rank}")
+    accum = per_rank // micro
+    if args.device:
+        device = torch.device(args.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available here")
+    out_path = Path(args.out) / f"{run_id}.json"
+    ckpt_path = Path(args.ckpt_dir) / run_id / "last.pt"
+    ckpt = None
+    if args.resume and ckpt_path.exists():
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if ckpt.get("run_id") != run_id:
+                raise ValueError("run id mismatch")
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same user error
+            raise UsageError(f"checkpoint {ckpt_path} is unreadable ({type(err).__name__}); delete it to "
+                             "start over") from None
+
+    distributed = world > 1
+    if distributed and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    is_main = rank == 0
+    if micro != cfg["recipe_micro_bs"] and is_main:
+        warnings.warn(f"micro-batch {micro} differs from the recipe's batch-norm batch {cfg['recipe_micro_bs']}: "
+                      "batch-norm statistics, and so results, depend on it (recorded in the run)", stacklevel=1)
+    torch.manual_seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    use_amp = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
+    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
+    progress = is_main and (args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty()))
+    log = print if is_main else (lambda *a, **k: None)
+
+    # -- data, model, optimizer, schedule -----------------------------------------------------
+    try:
+        model = build_model(cfg["model"], num_classes=info["num_classes"], in_chans=info["in_chans"])
+    except ValueError as err:  # unknown model or arguments it does not take
+        raise UsageError(str(err)) from None
+    loaders = build_loaders(cfg["data"], cfg["data_root"], loader=cfg["loader"], batch_size=micro,
+                            subset=cfg["subset"], seed=cfg["seed"], device=device, rank=rank, world_size=world,
+                            num_workers=args.loader_workers, global_batch_size=cfg["bs"])
+    # full global batches only; counted from the loader, which knows what is really on disk
+    steps_per_epoch = len(loaders["train"]) // accum
+    if steps_per_epoch < 1:
+        raise UsageError(f"--bs {cfg['bs']} leaves no full batch in the training split: use a smaller batch")
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if distributed and cfg["sync_bn"]:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(cfg["opt"], model, lr=1.0, weight_decay=cfg["wd"])
+    sched_opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
+    if cfg["sched"] == "auto":
+        sched_opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
+                          decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
+    try:
+        sched = build_scheduler(cfg["sched"], optimizer, steps_per_epoch=steps_per_epoch, total_epochs=cfg["epochs"],
+                                batch_size=cfg["bs"], **sched_opts)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    if args.compile:
+        net = torch.compile(net)
+
+    record: dict[str, Any] = {
+        "schema": SCHEMA, "run_id": run_id, "config": cfg, "git": git_info(),
+        "env": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+                "host": socket.gethostname(), "world_size": world, "micro_bs": micro, "accum_steps": accum,
+                "per_rank_bs": per_rank, "amp": "bf16" if use_amp else "off", "channels_last": channels_last},
+        "data": info, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * cfg["epochs"],
+        "schedule": sched.describe(), "outcome": None, "epochs": [], "final": None, "lr_trace": None,
+        "autowu": None, "timing": {},
+    }
+    lrs: list[float] = []
+    phases: list[str] = []
+    start_epoch = 0
+    wall_before = 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        record["epochs"], lrs, phases = ckpt["epochs"], ckpt["lrs"], ckpt["phases"]
+        start_epoch, wall_before = ckpt["epoch"], ckpt["wall_seconds"]
+        log(f"resuming run {run_id} from {ckpt_path} after epoch {start_epoch}")
+    log(f"run {run_id}: {cfg['model']} on {cfg['data']} ({info['train_size']} train), bs {cfg['bs']} = "
+        f"{world} x {accum} x {micro}, {steps_per_epoch} steps/epoch x {cfg['epochs']} epochs, "
+        f"sched {cfg['sched']}, device {device}")
+
+    def forward_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        return loss, (logits.argmax(1) == y).sum()
+
+    def all_sum(*values: torch.Tensor) -> list[float]:
+        t = torch.stack([v.detach().to(device=device, dtype=torch.float64) for v in values])
+        if distributed:
+            dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    @torch.no_grad()
+    def evaluate(split: str) -> dict[str, float]:
+        net.eval()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.float64)
+        count = torch.zeros((), device=device, dtype=torch.float64)
+        for x, y in loaders[split]:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            count += y.numel()
+        total_loss, total_correct, n = all_sum(loss_sum, correct, count)
+        net.train()
+        return {"loss": total_loss / max(n, 1), "acc": total_correct / max(n, 1), "n": int(n)}
+
+    outcome = "finished"
+    try:
+        t_start = time.perf_counter()
+        net.train()
+        for epoch in range(start_epoch, cfg["epochs"]):
+            t_epoch = time.perf_counter()
+            loaders["train"].set_epoch(epoch)
+            it = iter(loaders["train"])
+            step_losses = torch.zeros(steps_per_epoch, device=device, dtype=torch.float64)
+            correct = torch.zeros((), device=device, dtype=torch.float64)
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
+                       leave=False, dynamic_ncols=True)
+            for step in bar:
+                lrs.append(sched.get_last_lr()[0])
+                phases.append(sched.phase)
+                step_loss = torch.zeros((), device=device, dtype=torch.float64)
+                for i in range(accum):
+                    try:
+                        x, y = next(it)
+                    except StopIteration:
+                        raise RuntimeError("the training loader ran out of batches mid-epoch") from None
+                    sync = contextlib.nullcontext() if (not distributed or i == accum - 1) else net.no_sync()
+                    with sync:
+                        loss, hits = forward_loss(x, y)
+                        # every micro-batch has the same size, so the step loss is their plain mean
+                        (loss / accum).backward()
+                    step_loss += loss.detach().double() / accum
+                    correct += hits
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                sched.step(step_loss)
+                step_losses[step] = step_loss
+                if progress and (step % 10 == 0 or step == steps_per_epoch - 1):
+                    bar.set_postfix(loss=f"{step_loss.item():.4f}", lr=f"{lrs[-1]:.3g}")
+            bar.close()
+            # one host sync per epoch: the epoch's loss vector and accuracy, averaged over ranks
+            per_step = step_losses.clone()
+            if distributed:
+                dist.all_reduce(per_step)
+                per_step /= world
+            per_step_host = per_step.cpu()
+            finite = torch.isfinite(per_step_host)
+            n_seen = steps_per_epoch * cfg["bs"]
+            train_correct = all_sum(correct)[0]
+            val = evaluate("val")
+            seconds = time.perf_counter() - t_epoch
+            row = {"epoch": epoch + 1, "train_loss": float(per_step_host[finite].mean()) if finite.any() else None,
+                   "train_acc": train_correct / n_seen, "val_loss": val["loss"], "val_acc": val["acc"],
+                   "lr": sched.get_last_lr()[0], "phase": sched.phase, "nonfinite_steps": int((~finite).sum()),
+                   "wall_seconds": seconds, "images_per_s": n_seen / seconds}
+            record["epochs"].append(finite_or_none(row))
+            tl = row["train_loss"]
+            log(f"epoch {epoch + 1:3d}/{cfg['epochs']}  train loss {tl if tl is None else round(tl, 4)}  "
+                f"acc {row['train_acc']:.4f}  val loss {val['loss']:.4f} acc {val['acc']:.4f}  lr {row['lr']:.4g} "
+                f"({sched.phase})  {seconds:.1f}s  {row['images_per_s']:.0f} img/s", flush=True)
+            if not finite.any():
+                outcome = "diverged"
+                log(f"run {run_id} diverged: the training loss was non-finite for all of epoch {epoch + 1}")
+                break
+            if is_main:
+                atomic_torch_save({"run_id": run_id, "epoch": epoch + 1, "model": model.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
+                                   "rng": rng_state(), "epochs": record["epochs"], "lrs": lrs, "phases": phases,
+                                   "wall_seconds": wall_before + time.perf_counter() - t_start}, ckpt_path)
+            if distributed:
+                dist.barrier()
+
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        # a crash is a result too: record it so a sweep moves on, then let the traceback through
+        record["outcome"] = {"status": "failed", "error": f"{type(err).__name__}: {err}"[:2000]}
+        record["lr_trace"] = compact_lr_trace(lrs, phases)
+        if is_main:
+            atomic_write_json(out_path, record)
+        raise
+
+    test = evaluate("test")
+    val = evaluate("val")
+    wall = wall_before + time.perf_counter() - t_start
+    record["outcome"] = {"status": outcome, "error": None}
+    record["final"] = {"val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"],
+                       "test_acc": test["acc"], "test_n": test["n"], "val_n": val["n"],
+                       "epochs_done": len(record["epochs"])}
+    record["lr_trace"] = compact_lr_trace(lrs, phases)
+    autowu_seconds = 0.0
+    if cfg["sched"] == "auto":
+        record["autowu"] = sched.summary()
+        autowu_seconds = sched.test_seconds
+    record["timing"] = {"wall_seconds": wall, "autowu_test_seconds": autowu_seconds,
+                        "autowu_test_share": autowu_seconds / wall if wall > 0 else None,
+                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if is_main:
+        atomic_write_json(out_path, record)
+        if not args.keep_ckpt and ckpt_path.exists():
+            ckpt_path.unlink()
+            with contextlib.suppress(OSError):
+                ckpt_path.parent.rmdir()
+    log(f"run {run_id} {outcome}: test acc {test['acc']:.4f}, test loss {test['loss']:.4f}; record: {out_path}")
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0 if outcome == "finished" else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return train(args)
+    except UsageError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # data problems are the user's to fix: one line, no traceback
+        if type(err).__name__ == "DataError":
+            print(f"train.py: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
