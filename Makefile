@@ -10,7 +10,7 @@ export NUMBA_THREADING_LAYER := omp
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export MPLBACKEND := Agg
 
-.PHONY: setup system-deps test lint bench clean-venv
+.PHONY: setup system-deps test lint bench clean-venv demo reproduce-fashion reproduce-cifar reproduce-imagenet figures
 
 setup: system-deps $(STAMP)
 
@@ -39,6 +39,34 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/gp_test.py
+	$(BIN)/python bench/throughput.py
+
+# A sweep, then its table and figures. JOBS runs that many runs at once (one per GPU on a GPU
+# node); MAX_RUNS stops after that many runs so that a long grid runs in resumable chunks.
+JOBS ?= 1
+MAX_RUNS ?=
+SWEEP_FLAGS = --jobs $(JOBS) $(if $(MAX_RUNS),--max-runs $(MAX_RUNS),)
+define run_sweep
+	$(BIN)/python -m autolr.sweep sweeps/$(1).yaml $(SWEEP_FLAGS)
+	$(BIN)/python -m autolr.results results/$(1)
+	$(BIN)/python -m autolr.plots results/$(1) plots/$(1)
+endef
+
+demo: setup
+	$(call run_sweep,demo)
+
+reproduce-fashion: setup
+	$(call run_sweep,fashion)
+
+reproduce-cifar: setup
+	$(call run_sweep,cifar10)
+	$(call run_sweep,cifar100)
+
+reproduce-imagenet: setup
+	$(call run_sweep,imagenet)
+
+figures: setup
+	$(BIN)/python -m autolr.plots --all
 
 clean-venv:
 	rm -rf $(VENV)
