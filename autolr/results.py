@@ -1,0 +1,749 @@
+"""Collate a sweep's run records into the paper-style table.
+
+    python -m autolr.results results/fashion [results/cifar10 ...]
+
+Reads ``results/<sweep>/runs/*.json`` (train.py records) and, when the sweep runner has written
+it, ``results/<sweep>/stages.json`` (which runs tuned what and which runs are the finals). Writes
+``results/<sweep>/TABLE.md`` and ``TABLE.csv``. Everything here is derived from those files
+alone, so a table can be rebuilt on any machine from a copy of results/.
+
+Reporting rules (shared/REPRODUCTION.md, "Selection and reporting"): final-epoch test accuracy
+and NLL, mean ± sample std over the final seeds that finished; diverged, failed and missing
+seeds are counted beside the number, never dropped silently; linear/legw tuning at B0 is
+charged once, to the B0 row, and shown again in the total line; a grid that is not complete
+is labelled partial, with counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "METHOD_ORDER", "METHOD_LABELS", "PAPER_IMAGENET", "AUTHORS_RERUN_IMAGENET", "load_records", "load_stages",
+    "read_raw_records", "stage_entries", "collate", "Collation", "cell_stats", "build_table", "write_table", "main",
+]
+
+METHOD_ORDER: tuple[str, ...] = ("auto", "linear", "legw", "fixed", "cosine", "constant")
+METHOD_LABELS: dict[str, str] = {
+    "auto": "AutoWU", "linear": "linear (Goyal)", "legw": "LEGW", "fixed": "fixed warmup",
+    "cosine": "cosine", "constant": "constant",
+}
+# The paper's ImageNet top-1 (%) for AutoWU, AdamP, final epoch (REPRODUCTION.md). Keyed by the
+# model names our imagenet recipe uses, so that they line up with our rows and nothing else.
+PAPER_IMAGENET: dict[tuple[str, int], float] = {
+    ("resnet50", 4096): 75.70, ("resnet50", 16384): 75.22,
+    ("efficientnet_b0", 4096): 75.81, ("efficientnet_b0", 16384): 75.44,
+}
+AUTHORS_RERUN_IMAGENET: dict[tuple[str, int], float] = {
+    ("resnet50", 4096): 75.54, ("resnet50", 16384): 74.87,
+    ("efficientnet_b0", 4096): 75.74, ("efficientnet_b0", 16384): 75.66,
+}
+
+# an outcome that produced a usable final-epoch number
+OK = "finished"
+Key = tuple[str, str, int, str]  # (model, opt, bs, method)
+
+RECORD_COLUMNS = [
+    "run_id", "method", "data", "model", "opt", "bs", "seed", "lr", "base_lr", "peak_lr", "warmup_epochs",
+    "epochs", "status", "error", "val_acc", "val_loss", "test_acc", "test_loss", "epochs_done", "wall_seconds",
+    "device_seconds", "switch_epoch", "switch_step", "switch_lr", "switch_kind", "n_tests", "n_positive_tests",
+    "autowu_test_seconds", "autowu_test_share", "device", "device_name", "world_size", "micro_bs",
+    "steps_per_epoch", "total_steps", "git_commit", "git_dirty", "finished_at", "is_final", "is_tuning", "path",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+def _num(x: Any) -> float | None:
+    """A finite float, or None: records store non-finite numbers as null already."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
+    cfg = rec.get("config") or {}
+    env = rec.get("env") or {}
+    outcome = rec.get("outcome") or {}
+    final = rec.get("final") or {}
+    timing = rec.get("timing") or {}
+    aw = rec.get("autowu") or {}
+    sched = rec.get("schedule") or {}
+    epochs = rec.get("epochs") or []
+    method = cfg.get("sched")
+    world = int(env.get("world_size") or 1)
+    wall = _num(timing.get("wall_seconds"))
+    if wall is None:
+        # a failed run has no timing block, but its epochs still cost device time
+        wall = sum(_num(e.get("wall_seconds")) or 0.0 for e in epochs) or None
+    switch_lr = _num(aw.get("switch_lr"))
+    if method == "auto":
+        peak = switch_lr
+    else:
+        peak = _num(sched.get("peak_lr", sched.get("lr", cfg.get("lr"))))
+    tests = aw.get("tests") or []
+    test_s = _num(timing.get("autowu_test_seconds"))
+    if test_s is None:
+        test_s = _num(aw.get("test_seconds"))
+    share = _num(timing.get("autowu_test_share"))
+    if share is None and test_s is not None and wall:
+        share = test_s / wall
+    bs = cfg.get("bs")
+    return {
+        "run_id": rec.get("run_id") or path.stem, "method": method, "data": cfg.get("data"),
+        "model": cfg.get("model"), "opt": cfg.get("opt"), "bs": int(bs) if bs is not None else None,
+        "seed": cfg.get("seed"),
+        # the peak-defining LR the run ended up with: the flag for baselines, the discovered one for AutoWU
+        "lr": switch_lr if method == "auto" else _num(cfg.get("lr")),
+        "base_lr": _num(cfg.get("lr")), "peak_lr": peak, "warmup_epochs": _num(cfg.get("warmup_epochs")),
+        "epochs": cfg.get("epochs"), "status": outcome.get("status") or "unknown", "error": outcome.get("error"),
+        "val_acc": _num(final.get("val_acc")), "val_loss": _num(final.get("val_loss")),
+        "test_acc": _num(final.get("test_acc")), "test_loss": _num(final.get("test_loss")),
+        "epochs_done": final.get("epochs_done", len(epochs)), "wall_seconds": wall,
+        # device-seconds: what a run costs on the hardware, so multi-GPU runs count every device
+        "device_seconds": None if wall is None else wall * world,
+        "switch_epoch": _num(aw.get("switch_epoch")), "switch_step": aw.get("switch_step"), "switch_lr": switch_lr,
+        "switch_kind": aw.get("switch_kind"), "n_tests": len(tests) if aw else None,
+        "n_positive_tests": sum(bool(t.get("positive")) for t in tests) if aw else None,
+        "autowu_test_seconds": test_s if method == "auto" else None,
+        "autowu_test_share": share if method == "auto" else None,
+        "device": env.get("device"), "device_name": env.get("device_name"), "world_size": world,
+        "micro_bs": env.get("micro_bs"), "steps_per_epoch": rec.get("steps_per_epoch"),
+        "total_steps": rec.get("total_steps"), "git_commit": (rec.get("git") or {}).get("commit"),
+        "git_dirty": (rec.get("git") or {}).get("dirty"), "finished_at": timing.get("finished_at"),
+        "is_final": None, "is_tuning": None, "path": str(path),
+    }
+
+
+def read_raw_records(sweep_dir: str | Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every parseable record of ``sweep_dir/runs`` by run_id, and a note per unreadable file."""
+    runs = Path(sweep_dir) / "runs"
+    out: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    if not runs.is_dir():
+        return out, notes
+    for path in sorted(runs.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            notes.append(f"skipped unreadable record {path.name} ({type(err).__name__})")
+            continue
+        rec["_path"] = str(path)
+        out[rec.get("run_id") or path.stem] = rec
+    return out, notes
+
+
+def load_stages(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """``stages.json`` as written by the sweep runner, or None when it is absent or unreadable."""
+    path = Path(sweep_dir) / "stages.json"
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warnings.warn(f"{path} is unreadable ({type(err).__name__}); collating without it", stacklevel=2)
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def stage_entries(stages: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The per-(method, model, opt, bs) tuning entries of stages.json, each with a ``trials`` list.
+
+    The sweep runner writes them as ``selection`` (entries with ``trials`` of {lr, run_id, val_acc,
+    status}); a list under ``stages`` whose ``grid`` holds such dicts is read the same way.
+    """
+    if not stages:
+        return []
+    entries = stages.get("selection")
+    if not isinstance(entries, list):
+        entries = stages.get("stages") if isinstance(stages.get("stages"), list) else []
+    out = []
+    for e in entries:
+        if not isinstance(e, dict):
+            continue
+        trials = e.get("trials")
+        if not isinstance(trials, list):
+            trials = [g for g in e.get("grid") or [] if isinstance(g, dict)]
+        out.append({**e, "trials": [t for t in trials if isinstance(t, dict)]})
+    return out
+
+
+def _final_and_tuning_ids(stages: dict[str, Any] | None) -> tuple[set[str], set[str]]:
+    if stages is None:
+        return set(), set()
+    finals = {f.get("run_id") for f in stages.get("final_runs") or [] if isinstance(f, dict) and f.get("run_id")}
+    tuning = {t.get("run_id") for e in stage_entries(stages) for t in e["trials"] if t.get("run_id")}
+    return finals, tuning
+
+
+def load_records(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per run record of ``sweep_dir/runs``, flattened (see ``RECORD_COLUMNS``).
+
+    ``is_final`` / ``is_tuning`` come from stages.json when there is one (a seed-0 run at the
+    chosen LR can be both); without it they are left empty (None).
+    """
+    raw, notes = read_raw_records(sweep_dir)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    rows = [_flatten(rec, Path(rec["_path"])) | {"run_id": rid} for rid, rec in raw.items()]
+    return _records_frame(rows, load_stages(sweep_dir))
+
+
+def _records_frame(rows: Iterable[dict[str, Any]], stages: dict[str, Any] | None) -> pd.DataFrame:
+    finals, tuning = _final_and_tuning_ids(stages)
+    out = []
+    for row in rows:
+        r = dict(row)
+        if stages is not None:
+            r["is_final"], r["is_tuning"] = r["run_id"] in finals, r["run_id"] in tuning
+        out.append(r)
+    df = pd.DataFrame(out, columns=RECORD_COLUMNS)
+    if not len(df):
+        return df
+    floats = ["lr", "base_lr", "peak_lr", "warmup_epochs", "val_acc", "val_loss", "test_acc", "test_loss",
+              "wall_seconds", "device_seconds", "switch_epoch", "switch_lr", "autowu_test_seconds", "autowu_test_share"]
+    return df.astype({"bs": "Int64", "world_size": "Int64", **dict.fromkeys(floats, "float64")})
+
+
+# ---------------------------------------------------------------------------------------------
+# Collation
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """Everything the table says about one (model, opt, batch size, method)."""
+
+    key: Key
+    finals: list[dict[str, Any]] = field(default_factory=list)  # present records (one per seed)
+    missing: int = 0  # final seeds expected but without a record
+    tuning: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # run_id -> record row or None
+    chosen_lr: float | None = None
+    note: str | None = None
+
+
+@dataclass
+class Collation:
+    """A sweep's records sorted into table cells, with what is known about completeness."""
+
+    sweep: str
+    sweep_dir: Path
+    data: str | None
+    cells: dict[Key, Cell]
+    stages: dict[str, Any] | None
+    records: pd.DataFrame
+    partial: bool
+    done: int  # final runs with a record
+    expected: int  # final runs the grid is expected to hold
+    tuning_done: int
+    tuning_expected: int
+    partial_reasons: list[str]
+    notes: list[str]
+
+    @property
+    def imagenet(self) -> bool:
+        return self.data == "imagenet" or self.sweep.split("-")[0].split("_")[0] == "imagenet"
+
+
+def _method_rank(m: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
+
+
+def _sweep_yaml(sweep_dir: Path, name: str) -> dict[str, Any] | None:
+    """The sweep file ``sweeps/<name>.yaml`` of the repository that holds ``results/<name>``, if any."""
+    # only beside its own results/ tree: a same-named sweep file elsewhere describes another grid
+    path = sweep_dir.resolve().parent.parent / "sweeps" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    try:
+        import yaml
+
+        obj = yaml.safe_load(path.read_text())
+    except Exception:  # noqa: BLE001 - the YAML only refines counts; never fail a table on it
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _yaml_expectations(spec: dict[str, Any] | None) -> tuple[list[tuple[str, str, int, str]], int | None]:
+    """The cells and seeds per cell a sweep file promises (empty when it cannot say)."""
+    if not spec:
+        return [], None
+    seeds = spec.get("seeds")
+    n_seeds = len(seeds) if isinstance(seeds, list) else (int(seeds) if isinstance(seeds, int) else None)
+    models, opts, sizes, scheds = (spec.get(k) for k in ("models", "opts", "batch_sizes", "schedulers"))
+    if not (isinstance(models, list) and isinstance(opts, list) and isinstance(sizes, list)
+            and isinstance(scheds, dict)):
+        return [], n_seeds
+    keys = [(str(m), str(o), int(b), str(s)) for m in models for o in opts for b in sizes for s in scheds]
+    return keys, n_seeds
+
+
+def _pick_best_lr(rows: list[dict[str, Any]]) -> float | None:
+    """Without stages.json: the LR a tuning stage would have chosen (best mean final val acc)."""
+    by_lr: dict[float | None, list[float]] = {}
+    for r in rows:
+        if r["status"] == OK and r["val_acc"] is not None:
+            by_lr.setdefault(r["base_lr"], []).append(r["val_acc"])
+    if not by_lr:
+        return None
+    return max(by_lr, key=lambda lr: (statistics.fmean(by_lr[lr]), -(lr or 0.0)))
+
+
+def collate(sweep_dir: str | Path) -> Collation:
+    """Sort a sweep's records into cells, from stages.json when present, else from the records alone."""
+    sweep_dir = Path(sweep_dir)
+    raw, notes = read_raw_records(sweep_dir)
+    stages = load_stages(sweep_dir)
+    if (sweep_dir / "stages.json").is_file() and stages is None:
+        notes.append("stages.json exists but could not be read: collated from the records alone")
+    rows: dict[str, dict[str, Any]] = {rid: _flatten(rec, Path(rec["_path"])) | {"run_id": rid}
+                                       for rid, rec in raw.items()}
+    name = (stages or {}).get("sweep") or (stages or {}).get("name") or sweep_dir.name
+    datas = sorted({r["data"] for r in rows.values() if r["data"]})
+    if len(datas) > 1:
+        notes.append(f"records from several datasets: {', '.join(datas)}")
+    # the runner copies the sweep file's content into stages.json; the file itself is the fallback
+    spec = (stages or {}).get("spec") if isinstance((stages or {}).get("spec"), dict) else _sweep_yaml(sweep_dir, name)
+    yaml_keys, yaml_seeds = _yaml_expectations(spec)
+    data = datas[0] if datas else (spec or {}).get("data")
+    cells: dict[Key, Cell] = {}
+
+    def cell(key: Key) -> Cell:
+        return cells.setdefault(key, Cell(key=key))
+
+    used: set[str] = set()
+    partial_reasons: list[str] = []
+    if stages is not None:
+        for f in stages.get("final_runs") or []:
+            try:
+                key = (str(f["model"]), str(f["opt"]), int(f["bs"]), str(f["method"]))
+            except (KeyError, TypeError, ValueError):
+                notes.append(f"stages.json: a final run without model/opt/bs/method: {f}")
+                continue
+            rid = f.get("run_id")
+            row = rows.get(rid) if rid else None
+            if row is None:
+                if f.get("status") in ("failed", "diverged"):
+                    # the runner knows the outcome though the record is gone: still a counted seed
+                    cell(key).finals.append({"run_id": rid, "status": f["status"], "seed": f.get("seed")})
+                else:
+                    cell(key).missing += 1
+            else:
+                cell(key).finals.append(row)
+                used.add(rid)
+        for e in stage_entries(stages):
+            try:
+                skey = (str(e["model"]), str(e["opt"]), int(e["bs"]), str(e["method"]))
+            except (KeyError, TypeError, ValueError):
+                notes.append("stages.json: a tuning entry without model/opt/bs/method")
+                continue
+            cell(skey).chosen_lr = _num(e.get("chosen_lr"))
+            for t in e["trials"]:
+                rid = t.get("run_id")
+                if not rid:
+                    continue
+                row = rows.get(rid)
+                # charged to the batch the run trained at, so B0 tuning lands once, on the B0 row
+                tbs = row["bs"] if row and row["bs"] else (e.get("tuned_at_bs") or skey[2])
+                if not any(rid in c.tuning for c in cells.values() if c.key[3] == skey[3]):
+                    cell((skey[0], skey[1], int(tbs), skey[3])).tuning[rid] = row
+                    used.add(rid)
+        if not stages.get("complete", False):
+            partial_reasons.append("stages.json says the sweep is not complete")
+        unused = sorted(set(rows) - used)
+        if unused:
+            notes.append(f"{len(unused)} record(s) in runs/ are neither finals nor tuning runs of stages.json "
+                         f"(left out): {', '.join(unused[:5])}{' …' if len(unused) > 5 else ''}")
+    else:
+        partial_reasons.append("no stages.json: every record is treated as a final run")
+        groups: dict[Key, list[dict[str, Any]]] = {}
+        for row in rows.values():
+            if None in (row["model"], row["opt"], row["bs"], row["method"]):
+                notes.append(f"record {row['run_id']} lacks model/opt/bs/sched: left out")
+                continue
+            groups.setdefault((row["model"], row["opt"], int(row["bs"]), row["method"]), []).append(row)
+        for key, grp in groups.items():
+            lrs = {r["base_lr"] for r in grp}
+            c = cell(key)
+            if len(lrs) > 1:
+                # seeds at different LRs are not seeds of one setting: keep the LR the selection
+                # metric prefers, and count the others as its tuning runs
+                best = _pick_best_lr(grp)
+                c.chosen_lr = best
+                c.note = f"{len(lrs)} LRs present; finals = lr {_fmt_lr(best)} (best val acc)"
+                for r in grp:
+                    if r["base_lr"] == best:
+                        c.finals.append(r)
+                    else:
+                        c.tuning[r["run_id"]] = r
+            else:
+                c.finals.extend(grp)
+    # the sweep file promises cells and seeds that neither stages.json nor the records may show yet
+    for key in yaml_keys:
+        cell(key)
+    counts = [len(c.finals) + c.missing for c in cells.values()]
+    for c in cells.values():
+        have = len(c.finals) + c.missing
+        if yaml_seeds:
+            c.missing += max(0, yaml_seeds - have)
+        elif have == 0 and stages is not None and max(counts, default=0):
+            # a stage still tuning has no final runs listed yet: assume the seeds other cells have
+            c.missing += max(counts)
+    done = sum(len(c.finals) for c in cells.values())
+    expected = done + sum(c.missing for c in cells.values())
+    tuning_expected = sum(len(c.tuning) for c in cells.values())
+    tuning_done = sum(1 for c in cells.values() for r in c.tuning.values() if r is not None)
+    if expected > done:
+        partial_reasons.append(f"{done}/{expected} final runs done")
+    if tuning_expected > tuning_done:
+        partial_reasons.append(f"{tuning_done}/{tuning_expected} tuning runs done")
+    df = _records_frame(rows.values(), stages)
+    ordered = dict(sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], _method_rank(kv[0][3]))))
+    return Collation(sweep=name, sweep_dir=sweep_dir, data=data, cells=ordered, stages=stages, records=df,
+                     partial=bool(partial_reasons), done=done, expected=expected, tuning_done=tuning_done,
+                     tuning_expected=tuning_expected, partial_reasons=partial_reasons, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and formatting
+# ---------------------------------------------------------------------------------------------
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    # sample std (ddof = 1): the spread a reader expects from "± over seeds"; undefined for one seed
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def cell_stats(c: Cell) -> dict[str, Any]:
+    ok = [r for r in c.finals if r.get("status") == OK]
+    statuses = [r.get("status") for r in c.finals]
+    acc_m, acc_s = _mean_std([r["test_acc"] * 100 for r in ok if r.get("test_acc") is not None])
+    nll_m, nll_s = _mean_std([r.get("test_loss") for r in ok])
+    val_m, _ = _mean_std([r["val_acc"] * 100 for r in ok if r.get("val_acc") is not None])
+    peak_m, peak_s = _mean_std([r.get("peak_lr") for r in ok])
+    aw = [r for r in c.finals if r.get("switch_kind")]
+    sw_ep_m, sw_ep_s = _mean_std([r.get("switch_epoch") for r in aw])
+    sw_lr_m, sw_lr_s = _mean_std([r.get("switch_lr") for r in aw])
+    ts_m, _ = _mean_std([r.get("autowu_test_seconds") for r in aw])
+    share_m, _ = _mean_std([r.get("autowu_test_share") for r in aw])
+    final_ids = {r["run_id"]: r for r in c.finals if r.get("run_id")}
+    tune_rows = [r for r in c.tuning.values() if r is not None]
+    tuning_s = sum(r.get("device_seconds") or 0.0 for r in tune_rows)
+    final_s = sum(r.get("device_seconds") or 0.0 for r in final_ids.values())
+    # a seed-0 tuning run reused as a final is paid for once
+    union = {**final_ids, **{r["run_id"]: r for r in tune_rows}}
+    total_s = sum(r.get("device_seconds") or 0.0 for r in union.values())
+    base_lrs = sorted({r["base_lr"] for r in c.finals if r.get("base_lr") is not None})
+    model, opt, bs, method = c.key
+    return {
+        "model": model, "opt": opt, "bs": bs, "method": method,
+        "n_expected": len(c.finals) + c.missing, "n_done": len(c.finals), "n_finished": len(ok),
+        "n_diverged": statuses.count("diverged"), "n_failed": statuses.count("failed"),
+        "n_other": len(statuses) - len(ok) - statuses.count("diverged") - statuses.count("failed"),
+        "n_missing": c.missing,
+        "test_acc_pct_mean": acc_m, "test_acc_pct_std": acc_s, "test_nll_mean": nll_m, "test_nll_std": nll_s,
+        "val_acc_pct_mean": val_m,
+        "lr": c.chosen_lr if c.chosen_lr is not None else (base_lrs[0] if len(base_lrs) == 1 else None),
+        "peak_lr_mean": peak_m, "peak_lr_std": peak_s,
+        "tuning_runs": len(c.tuning), "tuning_runs_done": len(tune_rows), "tuning_device_s": tuning_s,
+        "final_device_s": final_s, "total_device_s": total_s,
+        "switch_epoch_mean": sw_ep_m, "switch_epoch_std": sw_ep_s, "switch_lr_mean": sw_lr_m,
+        "switch_lr_std": sw_lr_s,
+        "switch_test": sum(r.get("switch_kind") == "test" for r in aw),
+        "switch_forced": sum(r.get("switch_kind") == "forced" for r in aw),
+        "autowu_test_seconds_mean": ts_m, "autowu_test_share_mean": share_m, "note": c.note,
+    }
+
+
+def _fmt_lr(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
+def _fmt_pm(m: float | None, s: float | None, fmt: str) -> str:
+    if m is None:
+        return "—"
+    return f"{m:{fmt}}" if s is None else f"{m:{fmt}} ± {s:{fmt}}"
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None or s == 0:
+        return "0"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _cost_cell(runs: float, done: float, tune_s: float, total_s: float) -> str:
+    n = f"{int(runs)}" if done == runs else f"{int(done)}/{int(runs)} done"
+    return f"tune {n}" + (f" ({_fmt_seconds(tune_s)})" if runs else "") + f" · all {_fmt_seconds(total_s)}"
+
+
+def _status_suffix(row: dict[str, Any]) -> str:
+    n = row["n_expected"]
+    parts = [f"{row[k]}/{n} {label}" for k, label in (("n_diverged", "diverged"), ("n_failed", "failed"),
+                                                       ("n_other", "unfinished"), ("n_missing", "missing"))
+             if row[k]]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _result_cell(row: dict[str, Any] | None, metric: str, fmt: str) -> str:
+    if row is None:
+        return ""
+    if row["n_done"] == 0:
+        return f"not run ({row['n_missing']} missing)" if row["n_missing"] else "—"
+    return _fmt_pm(row[f"{metric}_mean"], row[f"{metric}_std"], fmt) + _status_suffix(row)
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    align = align or ["l"] * len(headers)
+    rule = ["---:" if a == "r" else ":---:" if a == "c" else "---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _bs_label(bs: int) -> str:
+    return f"{bs // 1024}K" if bs >= 1024 and bs % 1024 == 0 else str(bs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+def build_table(sweep_dir: str | Path, write: bool = True) -> tuple[pd.DataFrame, str]:
+    """The sweep's table as a long DataFrame (one row per model × opt × batch × method) and as markdown.
+
+    With ``write`` (the default) both go to ``sweep_dir/TABLE.csv`` and ``TABLE.md``, atomically.
+    """
+    sweep_dir = Path(sweep_dir)
+    col = collate(sweep_dir)
+    rows = [cell_stats(c) for c in col.cells.values()]
+    df = pd.DataFrame(rows)
+    if col.imagenet and len(df):
+        # the paper's numbers sit in their own columns, on AutoWU rows only: they are AutoWU's results
+        df["paper_autowu_acc_pct"] = [PAPER_IMAGENET.get((r["model"], r["bs"])) if r["method"] == "auto" else None
+                                      for r in rows]
+        df["authors_rerun_autowu_acc_pct"] = [AUTHORS_RERUN_IMAGENET.get((r["model"], r["bs"]))
+                                              if r["method"] == "auto" else None for r in rows]
+    if len(df):
+        df.insert(0, "sweep", col.sweep)
+        df["partial"] = col.partial
+    md = _markdown(col, rows)
+    if write:
+        _atomic_write_text(sweep_dir / "TABLE.md", md)
+        _atomic_write_text(sweep_dir / "TABLE.csv", df.to_csv(index=False))
+    return df, md
+
+
+def write_table(sweep_dir: str | Path) -> tuple[Path, Path]:
+    """Build and write ``TABLE.md`` and ``TABLE.csv``; return their paths."""
+    build_table(sweep_dir, write=True)
+    return Path(sweep_dir) / "TABLE.md", Path(sweep_dir) / "TABLE.csv"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _markdown(col: Collation, rows: list[dict[str, Any]]) -> str:
+    by_key = {(r["model"], r["opt"], r["bs"], r["method"]): r for r in rows}
+    methods = sorted({r["method"] for r in rows}, key=_method_rank)
+    groups = sorted({(r["model"], r["opt"], r["bs"]) for r in rows})
+    out: list[str] = [f"# Results: {col.sweep}" + (f" ({col.data})" if col.data else "")]
+    if col.partial:
+        reasons = "; ".join(r for r in col.partial_reasons if "final runs done" not in r)
+        head = (f"{col.done}/{col.expected} final runs done" if col.expected > col.done
+                else f"{col.done} final run(s) found")
+        out.append(f"> **⚠ PARTIAL — {head}** ({reasons}). Numbers may change as the grid fills in.")
+    n_rec = len(col.records)
+    where = col.sweep_dir.as_posix()
+    out.append(f"From {n_rec} run record(s) in `{where}/runs/`"
+               + ("" if col.stages is None else " and `stages.json`")
+               + f"; rebuild with `python -m autolr.results {where}`. "
+               "Final-epoch numbers, mean ± sample std (ddof 1) over the final seeds that finished; "
+               "diverged, failed and missing seeds are counted beside the number, never dropped.")
+    if not rows:
+        out.append("_No runs yet._")
+        return "\n\n".join(out) + "\n"
+    seeds = sorted({r["n_expected"] for r in rows})
+    out[-1] += f" Final seeds per cell: {', '.join(map(str, seeds))}."
+    if not col.imagenet:
+        out.append("Every number here comes from this project's runs; the AutoWU paper's tables for this "
+                   "setting are not known here (REPRODUCTION.md).")
+
+    # accuracy and NLL
+    def grid(metric: str, fmt: str, title: str, paper: bool) -> str:
+        headers = ["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods]
+        if paper:
+            headers += ["paper AutoWU † (not ours)", "authors' rerun AutoWU † (not ours)"]
+        body = []
+        for model, opt, bs in groups:
+            line = [model, opt, _bs_label(bs)] + [_result_cell(by_key.get((model, opt, bs, m)), metric, fmt)
+                                                  for m in methods]
+            if paper:
+                pv, rv = PAPER_IMAGENET.get((model, bs)), AUTHORS_RERUN_IMAGENET.get((model, bs))
+                line += [f"{pv:.2f}" if pv else "—", f"{rv:.2f}" if rv else "—"]
+            body.append(line)
+        return f"## {title}\n\n" + _md_table(headers, body, ["l", "l", "r"] + ["r"] * (len(headers) - 3))
+
+    out.append(grid("test_acc_pct", ".2f", "Final test accuracy (%)", col.imagenet))
+    if col.imagenet:
+        out.append("† Published ImageNet top-1 (%) of AutoWU in the paper (AdamP, reference recipe, final "
+                   "epoch) and the authors' own rerun with their released code, as listed in REPRODUCTION.md. "
+                   "They are not results of this project and are never averaged with ours.")
+    out.append(grid("test_nll", ".4f", "Final test loss (NLL)", False))
+
+    # peak LR
+    body = []
+    for model, opt, bs in groups:
+        line = [model, opt, _bs_label(bs)]
+        for m in methods:
+            r = by_key.get((model, opt, bs, m))
+            line.append("" if r is None else _fmt_pm(r["peak_lr_mean"], r["peak_lr_std"], ".3g"))
+        body.append(line)
+    out.append("## Peak LR\n\nAutoWU: the switch LR it discovered; linear / LEGW: the rule applied to the LR tuned "
+               "at B0; fixed: tuned at every batch size.\n\n"
+               + _md_table(["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods], body,
+                           ["l", "l", "r"] + ["r"] * len(methods)))
+
+    # tuning cost
+    body = []
+    totals: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for model, opt, bs in groups:
+        line = [model, opt, _bs_label(bs)]
+        for m in methods:
+            r = by_key.get((model, opt, bs, m))
+            if r is None:
+                line.append("")
+                continue
+            t = totals.setdefault((model, opt), {}).setdefault(m, {"runs": 0, "done": 0, "tune_s": 0.0,
+                                                                   "total_s": 0.0})
+            t["runs"] += r["tuning_runs"]
+            t["done"] += r["tuning_runs_done"]
+            t["tune_s"] += r["tuning_device_s"]
+            t["total_s"] += r["total_device_s"]
+            line.append(_cost_cell(r["tuning_runs"], r["tuning_runs_done"], r["tuning_device_s"],
+                                   r["total_device_s"]))
+        body.append(line)
+    grand: dict[str, dict[str, float]] = {}
+    for (model, opt), per in totals.items():
+        line = [f"**total {model}**", opt, "all"]
+        for m in methods:
+            t = per.get(m)
+            if t is None:
+                line.append("")
+                continue
+            g = grand.setdefault(m, {"runs": 0, "done": 0, "tune_s": 0.0, "total_s": 0.0})
+            for k in g:
+                g[k] += t[k]
+            line.append(f"**{_cost_cell(t['runs'], t['done'], t['tune_s'], t['total_s'])}**")
+        body.append(line)
+    if len(totals) > 1:
+        body.append(["**total, every model**", "", ""] + [
+            f"**{_cost_cell(g['runs'], g['done'], g['tune_s'], g['total_s'])}**" if (g := grand.get(m)) else ""
+            for m in methods])
+    tuned_note = ("" if col.stages is not None else
+                  " Without stages.json the tuning runs are unknown: only extra LRs found in a cell count.")
+    out.append("## Tuning cost\n\nPer cell: tune = tuning runs (their device time); all = device time of tuning "
+               "and final runs together (a tuning run reused as a final counted once). linear / LEGW tune once at "
+               "B0: that cost sits on the B0 row and again in the total." + tuned_note + "\n\n"
+               + _md_table(["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods], body,
+                           ["l", "l", "r"] + ["r"] * len(methods)))
+
+    # AutoWU
+    auto_rows = [r for r in rows if r["method"] == "auto" and r["n_done"]]
+    if auto_rows:
+        body = []
+        for r in auto_rows:
+            share = r["autowu_test_share_mean"]
+            body.append([r["model"], r["opt"], _bs_label(r["bs"]),
+                         _fmt_pm(r["switch_epoch_mean"], r["switch_epoch_std"], ".2f"),
+                         _fmt_pm(r["switch_lr_mean"], r["switch_lr_std"], ".3g"),
+                         f"{r['switch_test']} test / {r['switch_forced']} forced",
+                         "—" if share is None else f"{100 * share:.2f}%",
+                         "—" if r["autowu_test_seconds_mean"] is None else f"{r['autowu_test_seconds_mean']:.2f} s"])
+        out.append("## AutoWU switch\n\nSwitch epoch and LR over the final seeds; test = the GP test fired, "
+                   "forced = warmup hit its cap (half the budget) first; share = the GP tests' part of the "
+                   "run's wall time.\n\n"
+                   + _md_table(["model", "opt", "batch", "switch epoch", "switch LR", "fired / forced",
+                                "test share of wall", "test seconds"], body,
+                               ["l", "l", "r", "r", "r", "c", "r", "r"]))
+
+    # tuning decisions: one line per grid actually searched (linear / LEGW: at B0 only)
+    searched = [e for e in stage_entries(col.stages) if e["trials"] and e.get("tuned", True) is not False]
+    if searched:
+        lines = []
+        for e in searched:
+            grid_txt = ", ".join(
+                f"{_fmt_lr(_num(t.get('lr')))}: "
+                + ("—" if _num(t.get("val_acc")) is None else f"{100 * _num(t.get('val_acc')):.2f}")
+                + ("" if t.get("status") in (None, "finished", "done") else f" ({t.get('status')})")
+                for t in e["trials"])
+            ext = e.get("extensions") or []
+            lines.append(f"- {METHOD_LABELS.get(e.get('method'), e.get('method'))}, {e.get('model')} / "
+                         f"{e.get('opt')} / batch {e.get('bs')}: val acc % by lr [{grid_txt}] → lr "
+                         f"{_fmt_lr(_num(e.get('chosen_lr')))}"
+                         + (f" ({e['reason']})" if e.get("reason") else "")
+                         + (f"; grid extended {len(ext)}×" if ext else "")
+                         + ("; **still on the grid's edge (extension cap)**" if e.get("capped") else ""))
+        out.append("## Tuning decisions (stages.json)\n\nSelection metric: final-epoch validation accuracy of the "
+                   "seed-0 tuning run.\n\n" + "\n".join(lines))
+
+    cell_notes = [f"- {r['model']} / {r['opt']} / {_bs_label(r['bs'])} / {METHOD_LABELS.get(r['method'])}: {r['note']}"
+                  for r in rows if r.get("note")]
+    other = [f"- {n}" for n in col.notes]
+    if cell_notes or other:
+        out.append("## Notes\n\n" + "\n".join(other + cell_notes))
+    devices = col.records["device_name"].dropna().unique().tolist() + col.records["device"].dropna().unique().tolist()
+    if devices:
+        out.append(f"Devices: {', '.join(sorted({str(d) for d in devices if d}))}.")
+    return "\n\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m autolr.results", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_dirs", nargs="+", type=Path, help="results/<sweep> directories")
+    args = p.parse_args(argv)
+    rc = 0
+    for d in args.sweep_dirs:
+        if not d.is_dir():
+            print(f"autolr.results: error: {d} is not a directory", file=sys.stderr)
+            rc = 2
+            continue
+        _, md = build_table(d, write=True)
+        print(md)
+        print(f"wrote {d / 'TABLE.md'} and {d / 'TABLE.csv'}\n")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
