@@ -34,7 +34,9 @@ from typing import Any
 SCHEMA = 1
 REPO = Path(__file__).resolve().parent
 # flags that change where things go or how fast, never what is computed: not part of run_id
-OPERATIONAL = ("out", "resume", "loader_workers", "ckpt_dir", "progress", "device", "compile", "keep_ckpt")
+# (data_root too: the same run on another machine, its data elsewhere, is the same run)
+OPERATIONAL = ("out", "resume", "loader_workers", "ckpt_dir", "progress", "device", "compile", "keep_ckpt",
+               "data_root")
 
 
 class UsageError(Exception):
@@ -47,11 +49,14 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from autolr.schedules import SCHEDULERS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "cifar100", "imagenet"])
     g.add_argument("--data-root", default="data", help="datasets and .beton files live here (default: data/)")
     g.add_argument("--subset", type=int, default=None, help="train on N examples of the training pool")
+    g.add_argument("--val-size", type=int, default=None,
+                   help="validation examples carved from the official training set (default: the recipe's)")
     g.add_argument("--loader", default=None, choices=["ffcv", "tensor"],
                    help="ffcv (default), or tensor: the whole split in device memory (small sets only)")
     g.add_argument("--loader-workers", type=int, default=None, help="FFCV worker threads (default: cores)")
@@ -99,14 +104,16 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg["model"] = args.model or r.model
     cfg["opt"] = args.opt or r.opt
     cfg["wd"] = r.weight_decay if args.wd is None else args.wd
-    cfg["epochs"] = args.epochs or r.epochs
-    cfg["micro_bs"] = args.micro_bs or r.micro_bs
+    # `is None`, not `or`: an explicit 0 is an error below, not a request for the default
+    cfg["epochs"] = r.epochs if args.epochs is None else args.epochs
+    cfg["micro_bs"] = r.micro_bs if args.micro_bs is None else args.micro_bs
     cfg["recipe_micro_bs"] = r.micro_bs
     cfg["loader"] = args.loader or "ffcv"
     is_effnet = cfg["model"].startswith(EFFICIENTNET_PREFIX)
     cfg["label_smoothing"] = (0.1 if is_effnet else 0.0) if args.label_smoothing is None else args.label_smoothing
     cfg["sync_bn"] = is_effnet
     cfg["recipe"] = r.dataset
+    cfg["val_size"] = r.val_size if args.val_size is None else args.val_size
 
     if args.data == "imagenet" and cfg["loader"] == "tensor":
         raise UsageError("--loader tensor holds a whole split in memory: use it for fashion-mnist or cifar only")
@@ -115,6 +122,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {cfg[name]}")
     if args.subset is not None and args.subset < 1:
         raise UsageError(f"--subset must be a positive integer, got {args.subset}")
+    if cfg["val_size"] < 1:
+        raise UsageError(f"--val-size must be a positive integer, got {cfg['val_size']}")
     if args.loader_workers is not None and args.loader_workers < 1:
         raise UsageError("--loader-workers must be at least 1")
     if not 0 <= cfg["label_smoothing"] < 1:
@@ -182,6 +191,16 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def cpu_threads() -> int:
+    """torch's intra-op threads for this run: OMP_NUM_THREADS if set (torchrun sets 1), else the
+    cores this process may use. Fixed here because FFCV changes it (see train)."""
+    with contextlib.suppress(ValueError):
+        if int(os.environ.get("OMP_NUM_THREADS", "0")) > 0:
+            return int(os.environ["OMP_NUM_THREADS"])
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def git_info() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -229,6 +248,7 @@ def train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     run_id = run_id_of(cfg)
 
+    import numpy as np
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -239,8 +259,8 @@ def train(args: argparse.Namespace) -> int:
     from autolr.models import build_model
     from autolr.optim import build_optimizer
 
-    # -- processes and devices ----------------------------------------------------------------
-    info = dataset_info(cfg["data"], subset=cfg["subset"])
+    # -- processes and devices: every check comes before a process group starts or a file is written
+    info = dataset_info(cfg["data"], subset=cfg["subset"], val_size=cfg["val_size"])
     if cfg["bs"] > info["train_size"]:
         raise UsageError(f"--bs {cfg['bs']} is larger than the training split ({info['train_size']} examples): "
                          "use a smaller batch or more data")
@@ -263,6 +283,30 @@ def train(args: argparse.Namespace) -> int:
         device = torch.device("cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available here")
+    # FFCV sets torch's thread count when it is imported (to 1) and whenever one of its loaders is
+    # built or iterated (to its worker count). CPU results depend on the thread count, so it is
+    # pinned here and after every loader pass: speed and numbers never depend on --loader-workers,
+    # nor on which loader ran earlier in this process (a run and its resumption agree bitwise)
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    try:
+        model = build_model(cfg["model"], num_classes=info["num_classes"], in_chans=info["in_chans"])
+    except ValueError as err:  # unknown model or arguments it does not take
+        raise UsageError(str(err)) from None
+    sched_opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
+    if cfg["sched"] == "auto":
+        sched_opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
+                          decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
+    try:
+        # the schedule's settings, checked on a stand-in optimizer before the data is converted or loaded
+        build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                        steps_per_epoch=max(1, info["train_size"] // cfg["bs"]), total_epochs=cfg["epochs"],
+                        batch_size=cfg["bs"], **sched_opts)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     out_path = Path(args.out) / f"{run_id}.json"
     ckpt_path = Path(args.ckpt_dir) / run_id / "last.pt"
     ckpt = None
@@ -284,21 +328,15 @@ def train(args: argparse.Namespace) -> int:
     if micro != cfg["recipe_micro_bs"] and is_main:
         warnings.warn(f"micro-batch {micro} differs from the recipe's batch-norm batch {cfg['recipe_micro_bs']}: "
                       "batch-norm statistics, and so results, depend on it (recorded in the run)", stacklevel=1)
-    torch.manual_seed(cfg["seed"])
-    random.seed(cfg["seed"])
     use_amp = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
     progress = is_main and (args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty()))
     log = print if is_main else (lambda *a, **k: None)
 
     # -- data, model, optimizer, schedule -----------------------------------------------------
-    try:
-        model = build_model(cfg["model"], num_classes=info["num_classes"], in_chans=info["in_chans"])
-    except ValueError as err:  # unknown model or arguments it does not take
-        raise UsageError(str(err)) from None
     loaders = build_loaders(cfg["data"], cfg["data_root"], loader=cfg["loader"], batch_size=micro,
                             subset=cfg["subset"], seed=cfg["seed"], device=device, rank=rank, world_size=world,
-                            num_workers=args.loader_workers, global_batch_size=cfg["bs"])
+                            num_workers=args.loader_workers, val_size=cfg["val_size"], global_batch_size=cfg["bs"])
     # full global batches only; counted from the loader, which knows what is really on disk
     steps_per_epoch = len(loaders["train"]) // accum
     if steps_per_epoch < 1:
@@ -309,10 +347,6 @@ def train(args: argparse.Namespace) -> int:
     if distributed and cfg["sync_bn"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg["opt"], model, lr=1.0, weight_decay=cfg["wd"])
-    sched_opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
-    if cfg["sched"] == "auto":
-        sched_opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
-                          decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
     try:
         sched = build_scheduler(cfg["sched"], optimizer, steps_per_epoch=steps_per_epoch, total_epochs=cfg["epochs"],
                                 batch_size=cfg["bs"], **sched_opts)
@@ -322,15 +356,20 @@ def train(args: argparse.Namespace) -> int:
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
+    # evaluation runs the bare model: the ranks' strided shares of a split may take different numbers
+    # of batches, so no forward there may involve the other ranks
+    eval_net = model
     if args.compile:
         net = torch.compile(net)
+        eval_net = torch.compile(model)
 
     record: dict[str, Any] = {
         "schema": SCHEMA, "run_id": run_id, "config": cfg, "git": git_info(),
         "env": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
                 "host": socket.gethostname(), "world_size": world, "micro_bs": micro, "accum_steps": accum,
-                "per_rank_bs": per_rank, "amp": "bf16" if use_amp else "off", "channels_last": channels_last},
+                "per_rank_bs": per_rank, "amp": "bf16" if use_amp else "off", "channels_last": channels_last,
+                "cpu_threads": threads},
         "data": info, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * cfg["epochs"],
         "schedule": sched.describe(), "outcome": None, "epochs": [], "final": None, "lr_trace": None,
         "autowu": None, "timing": {},
@@ -351,6 +390,13 @@ def train(args: argparse.Namespace) -> int:
         f"{world} x {accum} x {micro}, {steps_per_epoch} steps/epoch x {cfg['epochs']} epochs, "
         f"sched {cfg['sched']}, device {device}")
 
+    def pinned(loader: Any) -> Any:
+        """Iterate ``loader`` with torch's thread count pinned (FFCV resets it on every pass)."""
+        for batch in loader:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            yield batch
+
     def forward_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -367,28 +413,34 @@ def train(args: argparse.Namespace) -> int:
 
     @torch.no_grad()
     def evaluate(split: str) -> dict[str, float]:
-        net.eval()
+        if distributed:
+            # DDP hands rank 0's buffers (batch-norm statistics) to every rank at each training forward,
+            # so after the last one each rank holds its own: evaluate with rank 0's, the checkpoint's
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
+        model.eval()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.float64)
         count = torch.zeros((), device=device, dtype=torch.float64)
-        for x, y in loaders[split]:
+        for x, y in pinned(loaders[split]):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+                logits = eval_net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
             count += y.numel()
         total_loss, total_correct, n = all_sum(loss_sum, correct, count)
-        net.train()
+        model.train()
         return {"loss": total_loss / max(n, 1), "acc": total_correct / max(n, 1), "n": int(n)}
 
     outcome = "finished"
+    val: dict[str, float] | None = None  # the last epoch's validation, of the final weights
     try:
         t_start = time.perf_counter()
         net.train()
         for epoch in range(start_epoch, cfg["epochs"]):
             t_epoch = time.perf_counter()
             loaders["train"].set_epoch(epoch)
-            it = iter(loaders["train"])
+            it = pinned(loaders["train"])
             step_losses = torch.zeros(steps_per_epoch, device=device, dtype=torch.float64)
             correct = torch.zeros((), device=device, dtype=torch.float64)
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
@@ -459,7 +511,8 @@ def train(args: argparse.Namespace) -> int:
         raise
 
     test = evaluate("test")
-    val = evaluate("val")
+    if val is None:  # resumed from the last epoch's checkpoint: nothing was evaluated here
+        val = evaluate("val")
     wall = wall_before + time.perf_counter() - t_start
     record["outcome"] = {"status": outcome, "error": None}
     record["final"] = {"val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"],

@@ -11,6 +11,7 @@ that ``timm.create_model(name, num_classes=..., in_chans=...)`` builds them like
 | ``resnet{20,32,56}_cifar`` | 3×32×32 | He et al. (2016) CIFAR ResNets, option-A shortcuts |
 | ``vit_{tiny,small}_patch4_32`` | 3×32×32 | timm VisionTransformer, 4×4 patches (8×8 tokens) |
 | ``efficientnet_b0_cifar`` | 3×32×32 | timm EfficientNet-B0 with a stride-1 stem (2×2 final map) |
+| ``mlp_tiny`` | any | tests only: 7×7 average pool + 2-layer MLP, no batch norm (~1.9k params) |
 
 None of them has pretrained weights: asking for them is an error rather than a silent random init.
 """
@@ -33,7 +34,7 @@ from torch import nn
 
 from autolr.recipes import RECIPES
 
-__all__ = ["CIFAR_MODELS", "CnnFashion", "CifarResNet", "build_model", "count_params"]
+__all__ = ["CIFAR_MODELS", "TEST_MODELS", "CnnFashion", "CifarResNet", "MlpTiny", "build_model", "count_params"]
 
 #: every model this module registers (timm also lists them, e.g. ``timm.list_models("*cifar*")``)
 CIFAR_MODELS: tuple[str, ...] = (
@@ -46,6 +47,8 @@ CIFAR_MODELS: tuple[str, ...] = (
     "vit_small_patch4_32",
     "efficientnet_b0_cifar",
 )
+#: registered for tests only (not part of any recipe)
+TEST_MODELS: tuple[str, ...] = ("mlp_tiny",)
 
 
 def _cfg(dataset: str, **kwargs: Any) -> dict[str, Any]:
@@ -85,6 +88,7 @@ default_cfgs = generate_default_cfgs(
             "cifar10", first_conv="patch_embed.proj", classifier="head", fixed_input_size=True
         ),
         "efficientnet_b0_cifar": _cfg("cifar10", first_conv="conv_stem", classifier="classifier"),
+        "mlp_tiny": _cfg("fashion-mnist", first_conv="hidden", classifier="fc"),
     }
 )
 
@@ -351,6 +355,36 @@ def efficientnet_b0_cifar(pretrained: bool = False, **kwargs: Any) -> EfficientN
     model.conv_stem = new
     _rescale_feature_info(model, lambda r: max(1, r // 2))
     return model
+
+
+# --------------------------------------------------------------------------------------------
+# mlp_tiny (tests)
+
+
+class MlpTiny(nn.Module):
+    """7×7 adaptive average pool, one hidden layer, a linear head: no batch norm, so a batch
+    accumulated over micro-batches gives the same gradient as the whole batch at once."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, hidden: int = 32, **kwargs: Any) -> None:
+        super().__init__()
+        kwargs.pop("drop_rate", None)
+        if kwargs.pop("drop_path_rate", None):
+            raise ValueError("mlp_tiny has no residual branches, so drop_path_rate must be 0")
+        if kwargs:
+            raise ValueError(f"mlp_tiny takes no arguments {sorted(kwargs)}")
+        self.num_classes = num_classes
+        self.pool = nn.AdaptiveAvgPool2d(7)
+        self.hidden = nn.Linear(in_chans * 49, hidden)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.hidden(self.pool(x).flatten(1))))
+
+
+@register_model
+def mlp_tiny(pretrained: bool = False, **kwargs: Any) -> MlpTiny:
+    """Tiny batch-norm-free MLP for tests (e.g. gradient accumulation against one big batch)."""
+    return _build_own(MlpTiny, "mlp_tiny", pretrained, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
