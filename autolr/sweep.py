@@ -792,9 +792,9 @@ class SubprocessExecutor:
                     env = dict(os.environ)
                     if self.gpus:
                         env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
-                    else:
-                        # N CPU jobs share the cores: N x all-cores threads would thrash
-                        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.jobs)))
+                    # N jobs share the cores (GPU jobs too: AutoWU's test and the loaders run on them):
+                    # N x all-cores threads would thrash
+                    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.jobs)))
                     log_path = self.sweep.log_dir / f"{run.run_id}.log"
                     f = open(log_path, "ab")  # noqa: SIM115 - closed when the process ends
                     cmd = [sys.executable, str(REPO / "train.py"), *run.argv, *self.sweep.operational_argv()]
@@ -1026,6 +1026,8 @@ class Driver:
 
         # one run per run_id: a final run that is also a tuning run appears once
         todo = list({r.run_id: r for r in runs if r.run_id not in self.results}.values())
+        # the most steps (smallest batch) first, else the plan's order: parallel jobs end closer together
+        todo.sort(key=lambda r: r.bs)
         stopped = False
         if self.budget is not None:
             left = self.budget - self.ran
@@ -1073,6 +1075,9 @@ class Driver:
             todo = [r for r in plan.tuning_runs if r.run_id not in self.results]
             if not todo:
                 return True
+            # finals whose LR is known already (auto's, grids decided) join the round: parallel slots
+            # stay busy, and an interrupted sweep has AutoWU's runs early
+            todo += [r for r in plan.final_runs if r.run_id not in self.results]
             # extension runs are only known once their grid's first round is in: rounds, not one batch
             if not self._round("tune", todo):
                 return False
