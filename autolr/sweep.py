@@ -1052,7 +1052,7 @@ class Driver:
             self.results[run.run_id] = res
             self.ran += 1
             bar.update(1)
-            tqdm.write(f"[{stage}] {run.label()} ({run.run_id}) in {out.seconds:.0f}s: {where}")
+            tqdm.write(f"[{run.stage}] {run.label()} ({run.run_id}) in {out.seconds:.0f}s: {where}")
             sys.stdout.flush()  # a log file is block-buffered: show each run as it ends
             self.sweep.write_stages(self.sweep.plan(self.results), self.results)
 
