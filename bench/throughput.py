@@ -9,8 +9,9 @@ cost of AutoWU's end-of-epoch test next to an epoch's time.
   backward, optimizer, scheduler, loss bookkeeping) and nothing else; against a bare loop
   (forward, cross-entropy, backward, optimizer step, zero_grad) over the same model, optimizer,
   batch, micro-batches, thread count, autocast and memory format. Target: train.py >= 0.95x.
-  Three rounds in alternating order; each side's figure is its best timed chunk (train.py: its
-  epochs 2-3; bare: two chunks of ``--steps`` after 5 warm-up steps).
+  Three rounds in alternating order; a round's figure is its best timed chunk (train.py: its
+  epochs 2-3; bare: two chunks of ``--steps`` after 5 warm-up steps), each side's figure its
+  median round (the best round is recorded too).
 - loaders: one training epoch of Fashion-MNIST's train split (55,000 images) through the FFCV and
   the tensor loader to ``--device``, after a warm-up epoch.
 - autowu: AutoWU's GP test replayed on the recipe's warmup (fashion, batch ``--bs``: every
@@ -180,12 +181,16 @@ def bench_step(train: Any, *, model: str, data: str, bs: int, micro: int, steps:
     for i in range(3):
         for side in ("bare", "train_py") if i % 2 == 0 else ("train_py", "bare"):
             runs[side].append(bench_bare(**kw, threads=threads) if side == "bare" else bench_train_py(train, **kw))
-    bare = max(runs["bare"], key=lambda r: r["images_per_s"])
-    mine = max(runs["train_py"], key=lambda r: r["images_per_s"])
+    # the median round of each side: one round that a neighbour slowed (or a turbo sped up) moves neither
+    bare = float(np.median([r["images_per_s"] for r in runs["bare"]]))
+    mine = float(np.median([r["images_per_s"] for r in runs["train_py"]]))
+    best_bare = max(r["images_per_s"] for r in runs["bare"])
+    best_mine = max(r["images_per_s"] for r in runs["train_py"])
     return {"model": model, "data": data, "bs": bs, "micro_bs": micro, "steps": steps, "device": str(device),
             "amp": "bf16" if amp else "off", "channels_last": channels_last, "cpu_threads": threads,
-            "bare_images_per_s": bare["images_per_s"], "train_py_images_per_s": mine["images_per_s"],
-            "ratio": mine["images_per_s"] / bare["images_per_s"], "runs": runs}
+            "bare_images_per_s": bare, "train_py_images_per_s": mine, "ratio": mine / bare,
+            "best_round": {"bare_images_per_s": best_bare, "train_py_images_per_s": best_mine,
+                           "ratio": best_mine / best_bare}, "runs": runs}
 
 
 # ---------------------------------------------------------------------------------------------
