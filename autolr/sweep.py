@@ -102,17 +102,18 @@ _SLURM_KEYS = {"nodes", "gpus_per_node", "partition", "time", "mem", "cpus_per_t
 
 # Cost model of --dry-run. Training images/s per device, loader and step overhead included; an
 # evaluation image costs 1/EVAL_SPEEDUP of a training one (forward only, no augmentation).
-# "cpu" figures were measured on this project's 2-core CPU; "gpu" ones are rough guesses for one
-# H100 with bf16 and FFCV, to be replaced by measured numbers.
+# "measured" figures are bench/throughput.py's train.py step (bench/results/throughput*.json): on
+# this project's 2-core CPU, and on one H200 with bf16 + channels-last; the rest are guesses. One run
+# at a time: runs sharing a GPU (--jobs N on one GPU) finish sooner together than this adds up to.
 THROUGHPUT: dict[tuple[str, str], tuple[float, str]] = {
-    ("cnn_fashion", "cpu"): (3500.0, "measured, 2-core CPU"),
+    ("cnn_fashion", "cpu"): (4500.0, "measured, 2-core CPU"),
     ("resnet20_cifar", "cpu"): (400.0, "measured, 2-core CPU"),
-    ("cnn_fashion", "gpu"): (60000.0, "rough estimate, one H100"),
+    ("cnn_fashion", "gpu"): (50000.0, "measured, one H200, batch 256"),
     ("resnet20_cifar", "gpu"): (40000.0, "rough estimate, one H100"),
-    ("resnet18_cifar", "gpu"): (20000.0, "rough estimate, one H100"),
+    ("resnet18_cifar", "gpu"): (18000.0, "measured, one H200"),
     ("vit_tiny_patch4_32", "gpu"): (15000.0, "rough estimate, one H100"),
     ("efficientnet_b0_cifar", "gpu"): (12000.0, "rough estimate, one H100"),
-    ("resnet50", "gpu"): (3000.0, "rough estimate, one H100"),
+    ("resnet50", "gpu"): (3000.0, "measured, one H200, without torch.compile"),
     ("efficientnet_b0", "gpu"): (3500.0, "rough estimate, one H100"),
 }
 EVAL_SPEEDUP = 3.0
