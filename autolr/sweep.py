@@ -1063,7 +1063,8 @@ class Driver:
             bar.close()
         return not stopped
 
-    def tune(self) -> bool:
+    def tune(self, with_finals: bool = True) -> bool:
+        """Tuning rounds until every grid has chosen; ``with_finals``: finals whose LR is known join them."""
         # extensions decided before this driver started are in stages.json: say only the new ones
         said = {m for gs in self.sweep.plan(self.results).grids.values() for m in gs.messages}
         while True:
@@ -1078,7 +1079,8 @@ class Driver:
                 return True
             # finals whose LR is known already (auto's, grids decided) join the round: parallel slots
             # stay busy, and an interrupted sweep has AutoWU's runs early
-            todo += [r for r in plan.final_runs if r.run_id not in self.results]
+            if with_finals:
+                todo += [r for r in plan.final_runs if r.run_id not in self.results]
             # extension runs are only known once their grid's first round is in: rounds, not one batch
             if not self._round("tune", todo):
                 return False
@@ -1211,7 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sweep {spec.name}: {len(driver.results)} records in {sweep.runs_dir}")
             finished = True
             if args.only_stage in (None, "tune"):
-                finished = driver.tune()
+                finished = driver.tune(with_finals=args.only_stage is None)
             if finished and args.only_stage in (None, "final"):
                 finished = driver.final()
             plan = sweep.plan(driver.results)

@@ -262,6 +262,37 @@ def test_driver_rounds_chunks_and_restarts(tmp_path: Path) -> None:
     assert len(sw.load_results(sweep.runs_dir)) == len(results) == 4 + 6 + 4 + 2 + 2
 
 
+class RoundsExecutor(FakeExecutor):
+    """FakeExecutor that keeps each round's runs."""
+
+    def __init__(self, sweep: sw.Sweep):
+        super().__init__(sweep)
+        self.rounds: list[list[sw.Run]] = []
+
+    def run(self, runs: list[sw.Run], done: Any) -> None:
+        self.rounds.append(list(runs))
+        super().run(runs, done)
+
+
+@pytest.mark.timeout(60)
+def test_first_round_carries_known_finals_longest_first(tmp_path: Path) -> None:
+    spec = sw.spec_from_dict(base_spec(batch_sizes=[256, 2048], seeds=2, schedulers={
+        "auto": {}, "fixed": {"lr": [3.16e-3, 1e-2], "warmup_epochs": 1}}))
+    ex = RoundsExecutor(sw.Sweep(spec, tmp_path / "r1", tmp_path / "c1"))
+    sw.Driver(ex.sweep, ex, max_runs=None).tune()
+    first = ex.rounds[0]
+    # AutoWU's finals need no tuning: they run in the first round, beside the tuning runs
+    assert {(r.method, r.bs, r.seed) for r in first if r.stage == "final"} == {
+        ("auto", bs, seed) for bs in (256, 2048) for seed in (0, 1)}
+    assert sum(r.stage == "tune" for r in first) == 4
+    # batch 256 has 8x the steps of 2048: every round starts its longest runs first
+    assert all([r.bs for r in rnd] == sorted(r.bs for r in rnd) for rnd in ex.rounds)
+    # --only-stage tune: tuning runs only
+    ex2 = RoundsExecutor(sw.Sweep(spec, tmp_path / "r2", tmp_path / "c2"))
+    sw.Driver(ex2.sweep, ex2, max_runs=None).tune(with_finals=False)
+    assert {r.stage for rnd in ex2.rounds for r in rnd} == {"tune"}
+
+
 # ---------------------------------------------------------------------------------------------
 # command line: dry run, data check
 # ---------------------------------------------------------------------------------------------
