@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from autolr.gp import GPConfig, GPState, TestResult, run_test
-from autolr.schedules import Scheduler, _check_positive, cosine_factor
+from autolr.schedules import Scheduler, _check_positive, _check_positive_int, _check_real, cosine_factor
 
 __all__ = ["AutoWU"]
 
@@ -67,22 +67,24 @@ class AutoWU(Scheduler):
         self.max_lr = _check_positive("max_lr", max_lr)
         if self.max_lr <= self.init_lr:
             raise ValueError(f"max_lr ({max_lr}) must exceed init_lr ({init_lr})")
-        if not 0.0 <= float(max_warmup_fraction) <= 1.0:
+        if not 0.0 <= _check_real("max_warmup_fraction", max_warmup_fraction) <= 1.0:
             raise ValueError(f"max_warmup_fraction must lie in [0, 1], got {max_warmup_fraction}")
         if warmup not in ("exp", "linear"):
             raise ValueError(f"warmup must be 'exp' or 'linear', got {warmup!r}")
         if decay not in ("cosine", "constant_cosine"):
             raise ValueError(f"decay must be 'cosine' or 'constant_cosine', got {decay!r}")
-        if not 0.0 <= float(cooldown_fraction) <= 1.0:
+        if not 0.0 <= _check_real("cooldown_fraction", cooldown_fraction) <= 1.0:
             raise ValueError(f"cooldown_fraction must lie in [0, 1], got {cooldown_fraction}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive integer, got {patience!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        patience = _check_positive_int("patience", patience)
+        seed = _check_positive_int("seed", seed, minimum=0)
         if gp_path not in ("fast", "oracle"):
             raise ValueError(f"gp_path must be 'fast' or 'oracle', got {gp_path!r}")
-        self.gp = GPConfig(lengthscale=float(lengthscale), n_tests=int(n_tests), confidence=float(confidence),
-                           fit_iters=int(fit_iters))
+        if distributed is not None and not isinstance(distributed, bool):
+            raise ValueError(f"distributed must be None, True or False, got {distributed!r}")
+        self.gp = GPConfig(lengthscale=_check_real("lengthscale", lengthscale),
+                           n_tests=_check_positive_int("n_tests", n_tests),
+                           confidence=_check_real("confidence", confidence),
+                           fit_iters=_check_positive_int("fit_iters", fit_iters, minimum=0))
         self.max_warmup_fraction = float(max_warmup_fraction)
         self.warmup = warmup
         self.decay = decay
@@ -158,7 +160,8 @@ class AutoWU(Scheduler):
             if isinstance(loss, torch.Tensor):
                 if loss.numel() != 1:
                     raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
-                loss = loss.detach().reshape(())
+                # a copy: a loop that reuses the loss tensor in place must not rewrite the history
+                loss = loss.detach().reshape(()).clone()
             else:
                 loss = float(loss)
             self._epoch_losses.append(loss)
@@ -251,7 +254,7 @@ class AutoWU(Scheduler):
                 "max_warmup_fraction": self.max_warmup_fraction, "max_warmup_steps": self.max_warmup_steps,
                 "warmup": self.warmup, "decay": self.decay, "cooldown_fraction": self.cooldown_fraction,
                 "patience": self.patience, "seed": self.seed, "gp_path": self.gp_path, "gp": asdict(self.gp),
-                "total_steps": self.total_steps}
+                "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
 
     def summary(self) -> dict[str, Any]:
         """What a run record keeps of AutoWU: the switch, every test, and the warmup losses."""
@@ -276,10 +279,11 @@ class AutoWU(Scheduler):
         if state.get("phase") not in _PHASES:
             raise ValueError("not an AutoWU state dict (no valid 'phase')")
         cfg = state.get("config", {})
-        for key in ("init_lr", "max_lr", "max_warmup_steps", "warmup", "decay"):
-            if key in cfg and cfg[key] != getattr(self, key):
-                raise ValueError(
-                    f"AutoWU state has {key}={cfg[key]!r}, this scheduler {getattr(self, key)!r}")
+        # every setting that shapes the LRs or the decisions must match, or the resumed run is another run
+        mine = self.describe()
+        for key, value in cfg.items():
+            if key in mine and value != mine[key]:
+                raise ValueError(f"AutoWU state has {key}={value!r}, this scheduler {mine[key]!r}")
         self._phase = state["phase"]
         self.switch_step = state["switch_step"]
         self.switch_lr = state["switch_lr"]

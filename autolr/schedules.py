@@ -20,6 +20,7 @@ Parameter groups keep the ratio of their initial LR to the first group's, so a b
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -42,17 +43,22 @@ def cosine_factor(step: int, start: int, end: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+def _check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    # numpy integers are integers; bools and 2.7 are not
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    v = _check_real(name, value)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}, got {value!r}")

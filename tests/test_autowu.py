@@ -462,6 +462,13 @@ def test_load_state_dict_refuses_other_configurations(reference_run):
         make(_SPE, _EPOCHS, warmup="linear").load_state_dict(state)
     with pytest.raises(ValueError):
         make(_SPE, _EPOCHS).load_state_dict({"last_step": 3})
+    # the same total steps, other decisions: refused too
+    for other in (make(_SPE * 2, _EPOCHS // 2),
+                  make(_SPE, _EPOCHS, patience=7), make(_SPE, _EPOCHS, confidence=0.5),
+                  make(_SPE, _EPOCHS, n_tests=3), make(_SPE, _EPOCHS, seed=9), make(_SPE, _EPOCHS, lengthscale=0.1),
+                  make(_SPE, _EPOCHS, cooldown_fraction=0.9), make(_SPE, _EPOCHS, gp_path="oracle")):
+        with pytest.raises(ValueError, match="AutoWU state has"):
+            other.load_state_dict(state)
 
 
 # -- inputs, groups, arguments ---------------------------------------------------------------
@@ -506,10 +513,33 @@ def test_two_parameter_groups_keep_their_ratio():
     {"cooldown_fraction": 1.01}, {"cooldown_fraction": -0.5}, {"patience": 0}, {"patience": -2},
     {"patience": 1.5}, {"patience": True}, {"gp_path": "exact"}, {"gp_path": None}, {"seed": 1.5},
     {"confidence": 1.0}, {"confidence": 0.0}, {"n_tests": 0}, {"lengthscale": 0.0},
+    # types: nothing is silently truncated or parsed
+    {"n_tests": 2.7}, {"n_tests": "5"}, {"n_tests": True}, {"n_tests": None}, {"confidence": "0.9"},
+    {"fit_iters": 2.5}, {"fit_iters": -1}, {"lengthscale": True}, {"max_warmup_fraction": True},
+    {"init_lr": True}, {"init_lr": "1e-5"}, {"distributed": "no"}, {"seed": -3}, {"cooldown_fraction": None},
 ])
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         make(10, 40, **kwargs)
+
+
+def test_numpy_integers_and_floats_are_accepted():
+    a = make(np.int64(10), np.int32(40), patience=np.int64(3), n_tests=np.int64(5), seed=np.uint8(0),
+             confidence=np.float32(0.95), max_lr=np.float64(1.0))
+    b = make(10, 40)
+    loss = synthetic_loss(1e-2, seed=8)
+    assert drive(a, loss) == drive(b, loss)
+
+
+def test_losses_are_copied_not_aliased():
+    # a loop that reuses one loss tensor in place must not rewrite the recorded losses
+    sched = make(10, 40)
+    buf = torch.zeros((), dtype=torch.float64)
+    for s in range(5):
+        buf.fill_(float(s + 1))
+        sched.step(buf)
+    buf.fill_(100.0)
+    assert [float(v) for v in sched.state_dict()["pending_losses"]] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 @pytest.mark.parametrize("spe,epochs", [(0, 10), (10, 0), (2.5, 10)])

@@ -68,6 +68,26 @@ def test_minimum_well_in_the_past_is_positive(seed):
     assert all(abs(x - 0.4) < 0.1 for x in res.argmin_x)
 
 
+@pytest.mark.parametrize("lengthscale", [0.05, 0.02, 0.01])
+def test_short_lengthscales_fit_where_kernel_entries_underflow(lengthscale):
+    # exp(-d^2 / 2l^2) underflows to 0 for far pairs: harmless, and not a failed fit
+    cfg = GPConfig(lengthscale=lengthscale)
+    losses = _curve_x(800, lambda x: 1.0 + 4.0 * (x - 0.4) ** 2, 0.05, 0)
+    for path in ("fast", "oracle"):
+        res = run_test(losses, GPState.initial(cfg), np.random.default_rng(0), cfg, path)
+        assert res.skipped is None, (path, res.skipped)
+        assert res.positive and all(abs(x - 0.4) < 0.1 for x in res.argmin_x)
+
+
+def test_failed_fit_keeps_the_last_good_state():
+    state = GPState.initial(CFG)
+    assert _test(_curve_x(400, lambda x: 1.0 + (x - 0.4) ** 2, 0.05, 0), state=state).skipped is None
+    good = state.to_dict()
+    res = _test(np.array([1e308, -1e308] * 200), state=state)  # the data's mean alone overflows
+    assert res.skipped is not None and res.skipped.startswith("GP failed")
+    assert state.to_dict() == good
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_decreasing_curve_is_negative(seed):
     losses = _curve_x(800, lambda x: 1.0 + 2.0 * np.exp(-3.0 * x), 0.1, seed)
