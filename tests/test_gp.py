@@ -144,8 +144,13 @@ def _agreement_cases():
     noisy = curves.synthetic("noisy", 1e-2, steps_per_epoch=100, total_epochs=30, noise=0.3, seed=13)
     border = curves.synthetic("borderline", 0.3, a=0.05, right=1.0, steps_per_epoch=50, total_epochs=40,
                               noise=0.05, seed=18)
+    one = curves.synthetic("one_step", 1e-2, steps_per_epoch=1, total_epochs=40, seed=3)
+    div, mixed = cat["diverging"].losses, cat["mixed_precision"].losses
     return {
         "short": (short.losses, [3, 6]),
+        "one_step_per_epoch": (one.losses, [4, 8, 12]),
+        "diverging": (div, [len(div) - 20, len(div)]),  # NaN/inf after the divergence, kept as x slots
+        "mixed_precision": (mixed, [len(mixed) // 2, len(mixed)]),  # inf from skipped steps
         "noisy": (noisy.losses, [900, 1000]),  # votes split around the switch; > 500 points
         "flat": (cat["flat"].losses, [200, 220]),
         "decreasing": (cat["decreasing"].losses, [200, 220]),
@@ -175,7 +180,8 @@ def assert_agree(fast, oracle):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("name", ["short", "noisy", "flat", "decreasing", "borderline"])
+@pytest.mark.parametrize("name", ["short", "one_step_per_epoch", "diverging", "mixed_precision", "noisy", "flat",
+                                  "decreasing", "borderline"])
 def test_fast_and_oracle_agree(name, one_thread):
     losses, ends = _agreement_cases()[name]
     fast, fast_state, fast_rng = _sequence(losses, ends, "fast")
