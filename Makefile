@@ -46,10 +46,13 @@ bench: setup
 JOBS ?= 1
 MAX_RUNS ?=
 SWEEP_FLAGS = --jobs $(JOBS) $(if $(MAX_RUNS),--max-runs $(MAX_RUNS),)
+# The sweep's exit code 1 (some run left no record) still rebuilds the table and figures of what
+# is there, then fails; 2 (bad input, missing data) and an interrupt stop at once.
 define run_sweep
-	$(BIN)/python -m autolr.sweep sweeps/$(1).yaml $(SWEEP_FLAGS)
-	$(BIN)/python -m autolr.results results/$(1)
-	$(BIN)/python -m autolr.plots results/$(1) plots/$(1)
+	@echo "$(BIN)/python -m autolr.sweep sweeps/$(1).yaml $(SWEEP_FLAGS) $(2)"; rc=0; \
+	$(BIN)/python -m autolr.sweep sweeps/$(1).yaml $(SWEEP_FLAGS) $(2) || rc=$$?; \
+	if [ $$rc -ne 0 ] && [ $$rc -ne 1 ]; then exit $$rc; fi; \
+	$(BIN)/python -m autolr.results results/$(1) && $(BIN)/python -m autolr.plots results/$(1) plots/$(1) && exit $$rc
 endef
 
 demo: setup
@@ -58,9 +61,10 @@ demo: setup
 reproduce-fashion: setup
 	$(call run_sweep,fashion)
 
+# torchvision downloads CIFAR where there is internet; elsewhere: one line saying how, exit code 2
 reproduce-cifar: setup
-	$(call run_sweep,cifar10)
-	$(call run_sweep,cifar100)
+	$(call run_sweep,cifar10,--download)
+	$(call run_sweep,cifar100,--download)
 
 reproduce-imagenet: setup
 	$(call run_sweep,imagenet)

@@ -202,8 +202,8 @@ def cpu_threads() -> int:
 
 
 def git_info() -> dict[str, Any]:
-    # a copy of the tree without .git (a lent GPU machine, a container) names its commit in the environment
-    if os.environ.get("AUTOLR_GIT_COMMIT") and not (REPO / ".git").exists():
+    # a copy of the tree whose .git is missing or stale (a lent GPU machine, a container) names its commit
+    if os.environ.get("AUTOLR_GIT_COMMIT"):
         return {"commit": os.environ["AUTOLR_GIT_COMMIT"], "dirty": os.environ.get("AUTOLR_GIT_DIRTY") == "1"}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,

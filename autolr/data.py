@@ -144,12 +144,14 @@ def _fashion_dir(data_root: Path) -> Path | None:
 
 def _fashion_paths(data_root: Path, download: bool) -> dict[str, tuple[Path, Path]]:
     d = _fashion_dir(data_root)
+    failed = None
     if d is None and download:
-        _torchvision_download("FashionMNIST", data_root)
+        failed = _torchvision_download("FashionMNIST", data_root)
         d = _fashion_dir(data_root)
     if d is None:
         where = ", ".join(str(p) for p in (data_root / "FashionMNIST" / "raw", *SYSTEM_FASHION_DIRS))
-        raise DataError(f"Fashion-MNIST not found under {where}; install it with `sudo apt-get install "
+        why = f" (the download failed: {failed})" if failed else ""
+        raise DataError(f"Fashion-MNIST not found under {where}{why}; install it with `sudo apt-get install "
                         "dataset-fashion-mnist` or, on a machine with internet, run python -c \"import "
                         f"torchvision; torchvision.datasets.FashionMNIST('{data_root}', download=True)\"")
 
@@ -159,11 +161,12 @@ def _fashion_paths(data_root: Path, download: bool) -> dict[str, tuple[Path, Pat
     return {split: (pick(img), pick(lab)) for split, (img, lab) in _FASHION_FILES.items()}
 
 
-def _torchvision_download(cls_name: str, data_root: Path) -> None:
+def _torchvision_download(cls_name: str, data_root: Path) -> str | None:
+    """Download with torchvision; None when it worked, else why not (for the caller's one-line error)."""
     try:
         import torchvision
     except ImportError:
-        return
+        return "torchvision is not installed"
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(10)  # without internet the download should fail fast, not hang
     try:
@@ -171,9 +174,10 @@ def _torchvision_download(cls_name: str, data_root: Path) -> None:
         for train in (True, False):
             getattr(torchvision.datasets, cls_name)(str(data_root), train=train, download=True)
     except Exception as err:  # noqa: BLE001 - any download failure means "not available here"
-        log.warning("torchvision could not download %s (%s: %s)", cls_name, type(err).__name__, err)
+        return f"{type(err).__name__}: {err}"[:200]
     finally:
         socket.setdefaulttimeout(old)
+    return None
 
 
 def _cifar_paths(dataset: str, data_root: Path, download: bool) -> dict[str, list[Path]]:
@@ -183,12 +187,14 @@ def _cifar_paths(dataset: str, data_root: Path, download: bool) -> dict[str, lis
     else:
         files = {"train": [d / "train"], "test": [d / "test"]}
     missing = [p for ps in files.values() for p in ps if not p.is_file()]
+    failed = None
     if missing and download:
-        _torchvision_download("CIFAR10" if dataset == "cifar10" else "CIFAR100", data_root)
+        failed = _torchvision_download("CIFAR10" if dataset == "cifar10" else "CIFAR100", data_root)
         missing = [p for ps in files.values() for p in ps if not p.is_file()]
     if missing:
         cls = "CIFAR10" if dataset == "cifar10" else "CIFAR100"
-        raise DataError(f"{dataset} not found: {missing[0]} is missing; put torchvision's {d.name}/ folder "
+        why = f" (the download failed: {failed})" if failed else ""
+        raise DataError(f"{dataset} not found{why}: {missing[0]} is missing; put torchvision's {d.name}/ folder "
                         f"under {data_root}, or on a machine with internet run python -c \"import torchvision; "
                         f"torchvision.datasets.{cls}('{data_root}', download=True)\"")
     return files

@@ -1004,7 +1004,11 @@ def _sweep_lock(path: Path) -> Iterator[None]:
 class Driver:
     def __init__(self, sweep: Sweep, executor: Any, max_runs: int | None):
         self.sweep, self.executor = sweep, executor
-        self.results = load_results(sweep.runs_dir)
+        loaded = load_results(sweep.runs_dir)
+        # a crashed run (out of memory, a lost file system, a bug fixed since) is tried again by each
+        # new driver, from its checkpoint; within one driver its record counts as the worst value
+        self.retried = sorted(rid for rid, r in loaded.items() if r.status == "failed")
+        self.results = {rid: r for rid, r in loaded.items() if r.status != "failed"}
         self._drop_stale_checkpoints()
         self.budget = max_runs
         self.ran = 0
@@ -1198,7 +1202,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"data: MISSING: {err}")
             _print_dry_run(sweep, kind, args.executor)
             return 0
-        check_data(spec.data, spec.train_args.get("data_root", "data"), download=args.download)
+        data_root = spec.train_args.get("data_root", "data")
+        check_data(spec.data, data_root, download=args.download)
+        if args.executor == "local" and spec.train_args.get("loader", "ffcv") == "ffcv":
+            # the .beton files once, here, rather than by the first of N parallel runs while the rest wait
+            from autolr.data import DataError, prepare_ffcv
+
+            try:
+                paths = prepare_ffcv(spec.data, data_root, subset=spec.subset, val_size=spec.train_args.get("val_size"))
+            except DataError as err:
+                raise SweepError(str(err)) from None
+            print(f"data: {', '.join(str(p) for p in paths.values())}", flush=True)
         if args.executor == "slurm":
             if args.cluster == "slurm" and shutil.which("sbatch") is None:
                 raise SweepError("--executor slurm: no sbatch here; run it on a slurm login node, or pass --cluster "
@@ -1210,7 +1224,8 @@ def main(argv: list[str] | None = None) -> int:
             executor = SubprocessExecutor(sweep, args.jobs)
         with _sweep_lock(sweep.ckpt_dir / ".sweep.lock"):
             driver = Driver(sweep, executor, args.max_runs)
-            print(f"sweep {spec.name}: {len(driver.results)} records in {sweep.runs_dir}")
+            print(f"sweep {spec.name}: {len(driver.results)} records in {sweep.runs_dir}"
+                  + (f"; {len(driver.retried)} failed runs will be tried again" if driver.retried else ""))
             finished = True
             if args.only_stage in (None, "tune"):
                 finished = driver.tune(with_finals=args.only_stage is None)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What a lent single-GPU machine runs, in one call with a fixed time budget (the figures in
-# README's "GPU figures" and results/fashion come from it):
+# README's Benchmarks and results/fashion come from it):
 #
 #   AUTOLR_GIT_COMMIT=$(git rev-parse HEAD) OUT=/tmp/gpu bash bench/gpu.sh [BUDGET_SECONDS] [JOBS]
+# (commit a clean tree first: the records take their commit from AUTOLR_GIT_COMMIT)
 #
 # 1. a smoke run of train.py on CUDA (2 epochs, bf16, channels-last, tensor loader);
 # 2. bench/throughput.py: train.py's step against a bare loop (cnn_fashion, ResNet-50 at 224 px,

@@ -293,6 +293,33 @@ def test_first_round_carries_known_finals_longest_first(tmp_path: Path) -> None:
     assert {r.stage for rnd in ex2.rounds for r in rnd} == {"tune"}
 
 
+@pytest.mark.timeout(60)
+def test_failed_runs_are_tried_again_by_the_next_driver(tmp_path: Path) -> None:
+    spec = sw.spec_from_dict(base_spec(batch_sizes=[256], seeds=1, schedulers={"auto": {}}))
+    sweep = sw.Sweep(spec, tmp_path / "results", tmp_path / "ckpt")
+    (run,) = sweep.plan({}).final_runs
+
+    class Crashing(FakeExecutor):
+        def run(self, runs: list[sw.Run], done: Any) -> None:
+            for r in runs:  # train.py records a crash as "failed", then exits non-zero
+                self.calls.append(r.run_id)
+                write_record(self.sweep.runs_dir, r.run_id, "failed", None)
+                done(r, sw.Outcome(1, "RuntimeError: CUDA out of memory", 1.0))
+
+    first = Crashing(sweep)
+    d = sw.Driver(sweep, first, max_runs=None)
+    assert d.tune() and d.final()
+    assert first.calls == [run.run_id]  # once per driver, and the sweep went on
+    assert sw.load_results(sweep.runs_dir)[run.run_id].status == "failed"
+    again = FakeExecutor(sweep)
+    d2 = sw.Driver(sweep, again, max_runs=None)
+    assert d2.retried == [run.run_id]
+    assert d2.tune() and d2.final()
+    assert again.calls == [run.run_id]
+    assert sw.load_results(sweep.runs_dir)[run.run_id].status == "finished"
+    assert sw.Driver(sweep, FakeExecutor(sweep), max_runs=None).retried == []
+
+
 # ---------------------------------------------------------------------------------------------
 # command line: dry run, data check
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +353,16 @@ def test_missing_cifar_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and "cifar10 not found" in err and "download=True" in err
+    assert not (tmp_path / "r").exists()
+    # make reproduce-cifar asks for the download: offline, its failure is part of the same one line
+    import autolr.data
+
+    monkeypatch.setattr(autolr.data, "_torchvision_download",
+                        lambda *a: "URLError: <urlopen error [Errno -2] Name or service not known>")
+    rc = sw.main([str(REPO / "sweeps" / "cifar10.yaml"), "--results-root", str(tmp_path / "r"), "--download"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and "the download failed: URLError" in err
     assert not (tmp_path / "r").exists()
 
 
