@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """Fill recipe defaults, check every flag, and return the run's full config."""
     from autolr.recipes import EFFICIENTNET_PREFIX, get_recipe
+    from autolr.schedules import DEFAULT_WARMUP_EPOCHS
 
     r = get_recipe(args.data)
     cfg = dict(vars(args))
@@ -128,8 +129,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--loader-workers must be at least 1")
     if not 0 <= cfg["label_smoothing"] < 1:
         raise UsageError("--label-smoothing must lie in [0, 1)")
-    if cfg["wd"] < 0:
-        raise UsageError("--wd must be >= 0")
+    if not (math.isfinite(cfg["wd"]) and cfg["wd"] >= 0):
+        raise UsageError(f"--wd must be finite and >= 0, got {cfg['wd']}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
     if args.sched == "auto":
         if args.lr is not None:
             raise UsageError("--lr is not accepted with --sched auto: AutoWU finds the peak LR itself "
@@ -145,9 +148,16 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("--legw-b0 is only for --sched legw")
         if args.sched == "legw" and args.legw_b0 is None:
             cfg["legw_b0"] = r.batch_sizes[0]  # B0: the recipe grid's smallest batch
+        if args.sched in ("linear", "legw", "fixed") and args.warmup_epochs is None:
+            cfg["warmup_epochs"] = DEFAULT_WARMUP_EPOCHS  # resolved: with or without the flag, one run_id
         for k in ("init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"):
             cfg.pop(k)
     return cfg
+
+
+#: what an epoch-end checkpoint holds (see the atomic_torch_save in train)
+CKPT_KEYS = frozenset({"run_id", "epoch", "model", "optimizer", "scheduler", "rng", "epochs", "lrs", "phases",
+                       "wall_seconds"})
 
 
 def run_id_of(cfg: dict[str, Any]) -> str:
@@ -264,6 +274,9 @@ def train(args: argparse.Namespace) -> int:
 
     # -- processes and devices: every check comes before a process group starts or a file is written
     info = dataset_info(cfg["data"], subset=cfg["subset"], val_size=cfg["val_size"])
+    if info["train_size"] < 1:
+        raise UsageError(f"--val-size {cfg['val_size']} leaves no training examples: {cfg['data']}'s official "
+                         f"training set has {info['train_size'] + cfg['val_size']}")
     if cfg["bs"] > info["train_size"]:
         raise UsageError(f"--bs {cfg['bs']} is larger than the training split ({info['train_size']} examples): "
                          "use a smaller batch or more data")
@@ -273,13 +286,19 @@ def train(args: argparse.Namespace) -> int:
     if cfg["bs"] % world:
         raise UsageError(f"--bs {cfg['bs']} does not split over {world} processes: use a multiple of {world}")
     per_rank = cfg["bs"] // world
-    micro = min(cfg["micro_bs"], per_rank)
+    if args.micro_bs is not None and args.micro_bs > per_rank:
+        raise UsageError(f"--micro-bs {args.micro_bs} is larger than the per-process batch {per_rank} "
+                         f"(--bs {cfg['bs']} over {world} processes); pick a divisor of {per_rank}")
+    micro = min(cfg["micro_bs"], per_rank)  # the recipe's default shrinks to a small batch
     if per_rank % micro:
         raise UsageError(f"--micro-bs {micro} does not divide the per-process batch {per_rank} "
                          f"(--bs {cfg['bs']} over {world} processes); pick a divisor of {per_rank}")
     accum = per_rank // micro
     if args.device:
-        device = torch.device(args.device)
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise UsageError(f"--device {args.device!r}: use cpu, cuda or cuda:N") from None
     elif torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
     else:
@@ -299,6 +318,16 @@ def train(args: argparse.Namespace) -> int:
         model = build_model(cfg["model"], num_classes=info["num_classes"], in_chans=info["in_chans"])
     except ValueError as err:  # unknown model or arguments it does not take
         raise UsageError(str(err)) from None
+    # a model that cannot take this dataset's images is bad input too, found before anything is written
+    # (eval mode, no grad: no batch-norm statistics move and no random numbers are drawn)
+    shape = (2, info["in_chans"], info["image_size"], info["image_size"])
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(shape))
+    except Exception as err:  # noqa: BLE001 - any failure here means "wrong model for this data"
+        raise UsageError(f"--model {cfg['model']} does not take {cfg['data']} images "
+                         f"({'x'.join(map(str, shape[1:]))}): {type(err).__name__}: {str(err)[:120]}") from None
+    model.train()
     sched_opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
     if cfg["sched"] == "auto":
         sched_opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
@@ -318,9 +347,12 @@ def train(args: argparse.Namespace) -> int:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             if ckpt.get("run_id") != run_id:
                 raise ValueError("run id mismatch")
+            missing = CKPT_KEYS - set(ckpt)
+            if missing:
+                raise KeyError(f"no {', '.join(sorted(missing))}")
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same user error
-            raise UsageError(f"checkpoint {ckpt_path} is unreadable ({type(err).__name__}); delete it to "
-                             "start over") from None
+                    raise UsageError(f"checkpoint {ckpt_path} is unreadable ({type(err).__name__}: {str(err)[:80]}); "
+                             "delete it to start over") from None
 
     distributed = world > 1
     if distributed and not dist.is_initialized():
@@ -382,12 +414,16 @@ def train(args: argparse.Namespace) -> int:
     start_epoch = 0
     wall_before = 0.0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        record["epochs"], lrs, phases = ckpt["epochs"], ckpt["lrs"], ckpt["phases"]
-        start_epoch, wall_before = ckpt["epoch"], ckpt["wall_seconds"]
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"])
+            record["epochs"], lrs, phases = ckpt["epochs"], ckpt["lrs"], ckpt["phases"]
+            start_epoch, wall_before = int(ckpt["epoch"]), float(ckpt["wall_seconds"])
+        except Exception as err:  # noqa: BLE001 - a checkpoint of another shape is the same user error
+            raise UsageError(f"checkpoint {ckpt_path} does not fit this run ({type(err).__name__}: "
+                             f"{str(err)[:120]}); delete it to start over") from None
         log(f"resuming run {run_id} from {ckpt_path} after epoch {start_epoch}")
     log(f"run {run_id}: {cfg['model']} on {cfg['data']} ({info['train_size']} train), bs {cfg['bs']} = "
         f"{world} x {accum} x {micro}, {steps_per_epoch} steps/epoch x {cfg['epochs']} epochs, "

@@ -107,7 +107,7 @@ class AutoWU(Scheduler):
         self._epoch_losses: list[torch.Tensor | float] = []
         self._gp_state = GPState.initial(self.gp)
         self._rng = np.random.default_rng(seed)
-        self.test_seconds = 0.0  # wall time spent in tests (not state: timing only)
+        self.test_seconds = 0.0  # wall time spent in tests (in the state, so a resumed run counts it all)
 
         if self.max_warmup_steps == 0:
             # no room for a warmup at all: decay from max_lr, as the reference does
@@ -271,7 +271,7 @@ class AutoWU(Scheduler):
             switch_kind=self.switch_kind, consecutive=self.consecutive,
             history=[dict(r) for r in self.history], losses=list(self.losses), pending_losses=pending,
             gp_state=self._gp_state.to_dict(), rng_state=self._rng.bit_generator.state,
-            config=self.describe(),
+            config=self.describe(), test_seconds=self.test_seconds,
         )
         return state
 
@@ -295,4 +295,5 @@ class AutoWU(Scheduler):
         self._gp_state = GPState.from_dict(state["gp_state"])
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng_state"]
+        self.test_seconds = float(state.get("test_seconds", 0.0))  # timing, kept so a resumed run reports it all
         super().load_state_dict(state)

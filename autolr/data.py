@@ -689,7 +689,7 @@ def _write_beton(path: Path, source: Any, fields: dict[str, Any], num_workers: i
     try:
         for p in procs:
             p.start()
-        with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
+        with tqdm(total=n, desc=desc, unit="img", leave=False, disable=None) as bar:  # bars on terminals only
             seen = 0
             while seen < n:
                 time.sleep(0.05)
@@ -743,7 +743,6 @@ def prepare_ffcv(dataset: str, data_root: str | os.PathLike[str], *, subset: int
     recipe = get_recipe(dataset)
     val = _recipe_val_size(dataset, val_size)
     out = Path(out_dir) if out_dir is not None else data_root / "ffcv" / dataset
-    out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(num_workers or os.cpu_count() or 1, os.cpu_count() or 1))
 
     if dataset == "fashion-mnist":
@@ -773,6 +772,9 @@ def prepare_ffcv(dataset: str, data_root: str | os.PathLike[str], *, subset: int
     common = {"format_version": FORMAT_VERSION, **_ffcv_versions(), "dataset": dataset, "source": fingerprint,
               "split_seed": recipe.split_seed, "val_size": val, "fields": layout}
     paths = {s: out / _beton_name(s, dataset, subset, val) for s in ("train", "val", "test")}
+    if missing_source is not None and not any(p.is_file() for p in paths.values()):
+        raise missing_source  # before anything is created: a mistyped --data-root leaves no folders behind
+    out.mkdir(parents=True, exist_ok=True)
     sources: dict[str, Any] | None = None
 
     def load_sources() -> dict[str, Any]:

@@ -46,8 +46,11 @@ def build_optimizer(
         timm_name, filter_bias_and_bn, extra = _SPECS[name]
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}") from None
+    # the model itself only where biases and norm weights are exempt: given a model, timm also
+    # exempts what its no_weight_decay() names (a ViT's cls_token and pos_embed), and AdamP / LAMB
+    # decay every parameter in the authors' recipe
     return create_optimizer_v2(
-        model,
+        model if filter_bias_and_bn else model.parameters(),
         opt=timm_name,
         lr=lr,
         weight_decay=weight_decay,

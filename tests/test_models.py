@@ -217,6 +217,15 @@ def test_weight_decay_groups(name: str) -> None:
     assert "fc.bias" in names and "features.0.bn.weight" in names
 
 
+@pytest.mark.parametrize("name", ["adamp", "lamb"])
+def test_vit_tokens_decay_under_the_authors_recipe(name: str) -> None:
+    # timm exempts what a model's no_weight_decay() names (cls_token, pos_embed); the recipe decays all
+    model = build_model("vit_tiny_patch4_32", num_classes=10, in_chans=3)
+    assert {"cls_token", "pos_embed"} <= set(model.no_weight_decay())
+    decay = _decay_of(build_optimizer(name, model, lr=LR, weight_decay=WD))
+    assert all(decay[id(p)] == WD for p in model.parameters())
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_weight_decay_step(name: str) -> None:
     """One step with zero gradients moves a parameter only through weight decay."""

@@ -130,6 +130,14 @@ def run_id_for(flags: list[str]) -> str:
     return train.run_id_of(train.resolve_config(train.build_parser().parse_args(flags)))
 
 
+@pytest.mark.parametrize("sched", ["linear", "legw", "fixed"])
+def test_default_warmup_is_part_of_the_run_id(sched: str) -> None:
+    # the same run with and without the default spelled out is one run: one record, never run twice
+    base = ["--sched", sched, "--lr", "0.01"]
+    assert run_id_for(base) == run_id_for([*base, "--warmup-epochs", "5"]) != run_id_for(
+        [*base, "--warmup-epochs", "4"])
+
+
 def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, world: int = 1,
                  test_n: int | None = None, val_n: int | None = None, status: str = "finished") -> None:
     """Every field REPRODUCTION.md asks of a run record, and what they must hold."""
@@ -485,6 +493,9 @@ def test_kill_and_resume_is_exact(loader: str, tmp_path: Path, fashion_root: Pat
     if loader == "ffcv":
         assert (resumed["config"].pop("loader_workers"), ref["config"].pop("loader_workers")) == (1, 2)
     assert _strip_timing(resumed) == _strip_timing(ref)
+    # the AutoWU test time of the killed part is counted too: the total covers every test's own time
+    a = resumed["autowu"]
+    assert a["tests"] and a["test_seconds"] >= sum(t["seconds"] for t in a["tests"])
 
     # the final weights, optimizer state and RNG states are bitwise those of the uninterrupted run
     a = torch.load(ref_dir / "last.pt", map_location="cpu", weights_only=False)
@@ -494,8 +505,9 @@ def test_kill_and_resume_is_exact(loader: str, tmp_path: Path, fashion_root: Pat
     _tensors_equal(a["optimizer"], b["optimizer"], "optimizer")
     _tensors_equal(a["rng"]["torch"], b["rng"]["torch"], "rng")
     for state in (a["scheduler"], b["scheduler"]):
+        state.pop("test_seconds")  # timing
         for t in state["history"]:
-            t.pop("seconds")  # timing
+            t.pop("seconds")
     assert a["scheduler"] == b["scheduler"]
 
 
@@ -515,6 +527,13 @@ BAD_INPUTS = {
     "tensor loader with imagenet": (["--data", "imagenet", "--loader", "tensor"], "--loader tensor"),
     "warmup longer than the budget": (["--sched", "fixed", "--lr", "0.1", "--epochs", "3", "--warmup-epochs", "5"],
                                       "leaves no decay"),
+    "weight decay nan": (["--wd", "nan"], "--wd must be finite"),
+    "weight decay inf": (["--wd", "inf"], "--wd must be finite"),
+    "negative seed": (["--seed", "-1"], "--seed must lie in"),
+    "unknown device": (["--device", "tpu"], "use cpu, cuda or cuda:N"),
+    "validation set as large as the data": (["--val-size", "60000"], "leaves no training examples"),
+    "micro-batch larger than the batch": (["--bs", "512", "--micro-bs", "2048"], "larger than the per-process"),
+    "model for another resolution": (["--model", "vit_tiny_patch4_32"], "does not take fashion-mnist images"),
 }
 
 
@@ -570,6 +589,11 @@ def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     rc = train.main(flags)
     ckpt.unlink()  # ours, not the run's
     _assert_usage_error(capsys, rc, "unreadable", tmp_path)
+    # readable, this run's id, but not the shape of a checkpoint
+    torch.save({"run_id": run_id_for(flags), "epoch": 1}, ckpt)
+    rc = train.main(flags)
+    ckpt.unlink()
+    _assert_usage_error(capsys, rc, "unreadable (KeyError", tmp_path)
 
 
 @pytest.mark.timeout(60)
