@@ -63,12 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and optimizer (defaults: the dataset's recipe)")
     g.add_argument("--model", default=None, help="any timm model or a CIFAR one of autolr.models")
     g.add_argument("--opt", default=None, choices=["adamp", "lamb", "sgd", "adamw"])
-    g.add_argument("--wd", type=float, default=None, help="weight decay (default: the recipe's, 0.1)")
+    g.add_argument("--wd", type=float, default=None, help="weight decay (default: the recipe's)")
     g.add_argument("--label-smoothing", type=float, default=None)
     g = p.add_argument_group("batch and budget")
-    g.add_argument("--bs", type=int, default=256, help="global batch size")
+    g.add_argument("--bs", type=int, default=None,
+                   help="global batch size (default: the recipe's smallest, B0: 256, or 1024 for imagenet)")
     g.add_argument("--micro-bs", type=int, default=None,
-                   help="examples per forward pass and device (default: the recipe's batch-norm batch, 256)")
+                   help="examples per forward pass and device (default: the recipe's batch-norm batch)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("schedule")
@@ -107,6 +108,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg["wd"] = r.weight_decay if args.wd is None else args.wd
     # `is None`, not `or`: an explicit 0 is an error below, not a request for the default
     cfg["epochs"] = r.epochs if args.epochs is None else args.epochs
+    cfg["bs"] = r.batch_sizes[0] if args.bs is None else args.bs
     cfg["micro_bs"] = r.micro_bs if args.micro_bs is None else args.micro_bs
     cfg["recipe_micro_bs"] = r.micro_bs
     cfg["loader"] = args.loader or "ffcv"

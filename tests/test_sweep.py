@@ -333,7 +333,7 @@ def test_dry_run_lists_runs_and_cost(tmp_path: Path, capsys: pytest.CaptureFixtu
     plan = sweep.plan({})
     for r in plan.tuning_runs + plan.final_runs:
         assert r.run_id in out
-    assert "later stages add: up to" in out and "cnn_fashion on cpu: 4500 img/s" in out
+    assert "later stages add: up to" in out and "cnn_fashion on cpu: 5000 img/s" in out
     line = [ln for ln in out.splitlines() if ln.startswith("estimated cost")][0]
     assert float(line.split("stage 1 ")[1].split(" s")[0]) > 0
     assert not (tmp_path / "demo").exists()  # a dry run writes nothing
