@@ -16,7 +16,6 @@ import importlib.util
 import json
 import math
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -36,6 +35,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from autolr import data  # noqa: E402
+
+from fakes import write_fake_cifar  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("autolr_train_script", REPO / "train.py")
 assert _spec is not None and _spec.loader is not None
@@ -202,23 +203,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_fake_cifar10(root: Path, n_train: int, n_test: int, seed: int = 0) -> None:
-    """Random images in torchvision's exact CIFAR-10 layout (bytes keys, as the published pickles)."""
-    rng = np.random.default_rng(seed)
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        flat = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
-        labels = rng.integers(0, 10, n)
-        parts = np.array_split(np.arange(n), 5) if split == "train" else [np.arange(n)]
-        for i, part in enumerate(parts):
-            name = f"data_batch_{i + 1}" if split == "train" else "test_batch"
-            entry = {b"batch_label": name.encode(), b"labels": labels[part].tolist(), b"data": flat[part],
-                     b"filenames": [f"img{j}.png".encode() for j in part]}
-            (d / name).write_bytes(pickle.dumps(entry, protocol=2))
-    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
-
-
 def write_fake_imagenet(root: Path, n_train: int, n_val: int, classes: tuple[str, ...]) -> None:
     """An ImageFolder tree of small random JPEGs (imagenet/train/<class>/, imagenet/val/<class>/)."""
     from PIL import Image
@@ -290,7 +274,7 @@ def test_fashion_ffcv_every_scheduler(sched: str, tmp_path: Path, fashion_root: 
 @pytest.mark.timeout(180)
 def test_cifar10_files_to_beton_to_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "data"
-    write_fake_cifar10(root, n_train=300, n_test=70)
+    write_fake_cifar(root, "cifar10", n_train=300, n_test=70)
     flags = ["--data", "cifar10", "--model", "resnet20_cifar", "--val-size", "50", "--bs", "64", "--epochs", "1",
              "--sched", "constant", "--lr", "0.001", "--loader-workers", "2"]
     rc, rec = run_main(tmp_path, root, *flags)
