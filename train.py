@@ -353,7 +353,7 @@ def train(args: argparse.Namespace) -> int:
             if missing:
                 raise KeyError(f"no {', '.join(sorted(missing))}")
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same user error
-                    raise UsageError(f"checkpoint {ckpt_path} is unreadable ({type(err).__name__}: {str(err)[:80]}); "
+            raise UsageError(f"checkpoint {ckpt_path} is unreadable ({type(err).__name__}: {str(err)[:80]}); "
                              "delete it to start over") from None
 
     distributed = world > 1
