@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-warmup-fraction", type=float, default=0.5, help="auto: forced switch at this fraction")
     g.add_argument("--decay", default="cosine", choices=["cosine", "constant_cosine"], help="auto: decay")
     g.add_argument("--gp-path", default="fast", choices=["fast", "oracle"], help="auto: GP implementation")
+    g.add_argument("--ramp-fraction", type=float, default=None, help="autoplus: the ramp's share of all steps (0.25)")
+    g.add_argument("--candidate", default=None, choices=["smoothed", "gp"], help="autoplus: how the new LR is read")
+    g.add_argument("--lr-factor", type=float, default=None, help="autoplus: switch LR = candidate x this (1.0)")
+    g.add_argument("--test-fraction", type=float, default=None, help="autoplus: a test every this share of steps")
+    g.add_argument("--patience", type=int, default=None, help="autoplus: consecutive positive tests (3)")
     g = p.add_argument_group("runs")
     g.add_argument("--out", default="results/runs", help="the record goes to OUT/<run_id>.json")
     g.add_argument("--ckpt-dir", default="checkpoints", help="checkpoints go to CKPT_DIR/<run_id>/")
@@ -135,7 +140,19 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--wd must be finite and >= 0, got {cfg['wd']}")
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
-    if args.sched == "auto":
+    # AutoWU+'s own options enter the config (so the run_id) of autoplus runs only
+    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience")
+    if args.sched == "autoplus":
+        plus_defaults = {"ramp_fraction": 0.25, "candidate": "smoothed", "lr_factor": 1.0, "test_fraction": 0.01,
+                         "patience": 3}
+        for k in plus_keys:
+            cfg[k] = plus_defaults[k] if cfg[k] is None else cfg[k]
+        cfg.pop("max_warmup_fraction")
+    else:
+        set_plus = [k for k in plus_keys if cfg.pop(k) is not None]
+        if set_plus:
+            raise UsageError(f"--{set_plus[0].replace('_', '-')} is for --sched autoplus only")
+    if args.sched in ("auto", "autoplus"):
         if args.lr is not None:
             raise UsageError("--lr is not accepted with --sched auto: AutoWU finds the peak LR itself "
                              "(set --init-lr / --max-lr to change its search range)")
@@ -334,6 +351,9 @@ def train(args: argparse.Namespace) -> int:
     if cfg["sched"] == "auto":
         sched_opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
                           decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
+    if cfg["sched"] == "autoplus":
+        sched_opts.update({k: cfg[k] for k in ("init_lr", "max_lr", "decay", "gp_path", "ramp_fraction", "candidate",
+                                               "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"])
     try:
         # the schedule's settings, checked on a stand-in optimizer before the data is converted or loaded
         build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
@@ -561,7 +581,7 @@ def train(args: argparse.Namespace) -> int:
                        "epochs_done": len(record["epochs"])}
     record["lr_trace"] = compact_lr_trace(lrs, phases)
     autowu_seconds = 0.0
-    if cfg["sched"] == "auto":
+    if cfg["sched"] in ("auto", "autoplus"):
         record["autowu"] = sched.summary()
         autowu_seconds = sched.test_seconds
     record["timing"] = {"wall_seconds": wall, "autowu_test_seconds": autowu_seconds,

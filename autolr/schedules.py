@@ -208,6 +208,7 @@ class Constant(Scheduler):
 #: every scheduler name ``build_scheduler`` accepts, with what ``lr`` means for it
 SCHEDULERS: dict[str, str] = {
     "auto": "AutoWU; lr is not accepted (use init_lr / max_lr)",
+    "autoplus": "AutoWU+; lr is not accepted (use init_lr / max_lr)",
     "linear": "Goyal et al.: peak = lr * B / 256, linear warmup over warmup_epochs",
     "legw": "You et al.: peak = lr * sqrt(B / B0), warmup epochs = w0 * B / B0, capped at half the budget",
     "fixed": "linear warmup over warmup_epochs to the peak lr",
@@ -235,11 +236,15 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, steps_per_ep
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
     batch_size = _check_positive_int("batch_size", batch_size)
-    if name == "auto":
+    if name in ("auto", "autoplus"):
         if lr is not None:
             raise ValueError("AutoWU finds its own peak LR: drop lr and set init_lr / max_lr instead")
         if warmup_epochs is not None or legw_b0 is not None:
             raise ValueError("AutoWU takes no warmup_epochs / legw_b0: its warmup length is adaptive")
+        if name == "autoplus":
+            from autolr.autoplus import AutoWUPlus
+
+            return AutoWUPlus(optimizer, steps_per_epoch, total_epochs, **autowu_options)
         from autolr.autowu import AutoWU
 
         return AutoWU(optimizer, steps_per_epoch, total_epochs, **autowu_options)

@@ -91,7 +91,7 @@ STAGES_SCHEMA = 1
 #: schedulers whose LR is searched once at B0 and then carried to other batch sizes by their rule
 TUNED_AT_B0 = ("linear", "legw")
 #: schedulers that are never tuned (AutoWU finds its own peak)
-NEVER_TUNED = ("auto",)
+NEVER_TUNED = ("auto", "autoplus")
 #: flags the sweep sets itself per run: a sweep file may not set them in train_args
 _MANAGED = {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset", "legw_b0", "out", "ckpt_dir",
             "resume", "progress", "warmup_epochs", "init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}

@@ -1,0 +1,209 @@
+"""AutoWU+ (``autolr.autoplus``): the short ramp, the step-clock test, the candidate read off the
+loss curve, the forced switch at a candidate, and the library's promises (state, groups, DDP-free
+decisions, records).
+
+Losses are synthetic functions of the LR in use at each step with a known best LR η*:
+loss(η) = 1 + a·d²·(4 if d > 0 else 1), d = log10 η − log10 η*, plus seeded per-step noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from autolr import build_scheduler
+from autolr.autoplus import AutoWUPlus, smoothed_argmin
+from autolr.autowu import AutoWU
+
+
+def make(spe=10, epochs=30, lrs=(1.0,), **kw) -> AutoWUPlus:
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs]
+    return AutoWUPlus(torch.optim.SGD(groups, lr=lrs[0]), spe, epochs, **kw)
+
+
+def model_loss(lr: float, best_lr: float, a: float = 0.5, right: float = 4.0) -> float:
+    d = math.log10(lr) - math.log10(best_lr)
+    return 1.0 + a * d * d * (right if d > 0 else 1.0)
+
+
+def drive(s: AutoWUPlus, best_lr: float = 0.01, noise: float = 0.02, seed: int = 0, until_switch: bool = False):
+    lrs = []
+    for step in range(s.total_steps):
+        lr = s.get_last_lr()[0]
+        lrs.append(lr)
+        eps = float(np.random.default_rng([seed, step]).standard_normal())
+        s.step(model_loss(lr, best_lr) + noise * eps)
+        if until_switch and s.phase == "decay":
+            break
+    return lrs
+
+
+# -- the candidate ---------------------------------------------------------------------------
+
+
+def test_smoothed_argmin_finds_a_known_minimum_under_noise():
+    rng = np.random.default_rng(0)
+    x = np.arange(400)
+    losses = (x - 250.0) ** 2 / 1e4 + 0.3 * rng.standard_normal(400)
+    assert abs(smoothed_argmin(losses, 41) - 250) <= 15
+
+
+def test_smoothed_argmin_skips_nan_and_short_histories():
+    losses = np.array([3.0, np.nan, 2.0, 1.0, 0.5, np.nan, 4.0])
+    assert smoothed_argmin(losses, 3) == 4  # the window (1.0, 0.5, NaN) averages its two finite values
+    assert smoothed_argmin(np.array([2.0, 1.0]), 5) == 1  # shorter than a window: raw minimum
+    assert smoothed_argmin(np.array([np.nan, np.nan]), 3) is None
+
+
+# -- the schedule ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spe", [214, 53, 13, 3, 2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_switch_near_the_known_best_lr_early_in_the_budget(spe, seed):
+    s = make(spe=spe, epochs=30)
+    drive(s, best_lr=0.01, seed=seed, until_switch=True)
+    assert s.switch_kind == "test"
+    assert 0.5 < s.switch_lr / 0.01 < 2.0
+    # the ramp reaches η* at 3/5 of 25% of the budget; patience and the clock add a few percent
+    assert s.switch_step <= 0.25 * s.total_steps
+
+
+def test_warmup_path_is_the_exponential_ramp_over_ramp_fraction():
+    s = make(spe=20, epochs=10, ramp_fraction=0.2)
+    m = s.max_warmup_steps
+    assert m == 40
+    lrs = drive(s, best_lr=10.0)  # the minimum lies beyond max_lr: the loss falls all the way
+    for step in (0, 7, 23, 39):
+        assert lrs[step] == pytest.approx(1e-5 * (1.0 / 1e-5) ** (step / m), rel=1e-12)
+
+
+def test_decay_is_cosine_from_the_switch_to_zero():
+    s = make(spe=13, epochs=30)
+    lrs = drive(s, best_lr=0.01)
+    sw, peak, t = s.switch_step, s.switch_lr, s.total_steps
+    for step in range(sw, t, 17):
+        assert lrs[step] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * (step - sw) / (t - sw))), rel=1e-12)
+
+
+def test_tests_run_on_a_step_clock_not_per_epoch():
+    s = make(spe=500, epochs=4, test_fraction=0.01)  # T = 2000: a test every 20 steps
+    assert s.test_every == 20
+    drive(s, best_lr=10.0)
+    steps = [r["step"] for r in s.history]
+    assert steps[:3] == [s.min_test_points, s.min_test_points + 20, s.min_test_points + 40]
+    assert all(b - a == 20 for a, b in zip(steps[:-2], steps[1:-1], strict=True))
+
+
+def test_forced_switch_uses_the_candidate_not_the_current_lr():
+    # patience so large that the test never switches: the cap forces it, at the curve's minimum
+    s = make(spe=3, epochs=30, patience=1000)
+    drive(s, best_lr=0.01, until_switch=True)
+    assert s.switch_kind == "forced"
+    assert s.switch_step == s.max_warmup_steps
+    lr_now = 1e-5 * (1.0 / 1e-5) ** ((s.switch_step - 1) / s.max_warmup_steps)
+    assert lr_now > 0.5
+    assert 0.3 < s.switch_lr / 0.01 < 3.0
+
+
+@pytest.mark.parametrize("spe,epochs", [(2, 10), (3, 10), (2, 30), (5, 10)])
+def test_short_budgets_with_few_steps_per_epoch_get_a_candidate_based_switch(spe, epochs):
+    s = make(spe=spe, epochs=epochs)
+    drive(s, best_lr=0.01, noise=0.01)
+    assert s.switch_step is not None and s.switch_step <= s.max_warmup_steps
+    assert 0.2 < s.switch_lr / 0.01 < 5.0, (s.switch_kind, s.switch_lr)
+
+
+def test_gp_candidate_and_lr_factor():
+    a = make(spe=13, epochs=30, candidate="gp")
+    drive(a, until_switch=True)
+    rec = a.history[-1]
+    assert rec["candidate_lr"] == rec["gp_candidate_lr"]
+    b = make(spe=13, epochs=30, lr_factor=0.5)
+    drive(b, until_switch=True)
+    rec = b.history[-1]
+    assert rec["candidate_lr"] == pytest.approx(0.5 * rec["smoothed_candidate_lr"])
+    assert b.switch_lr == pytest.approx(rec["candidate_lr"])
+
+
+def test_nan_losses_keep_their_slot_and_do_not_break_the_switch():
+    s = make(spe=13, epochs=30)
+    for step in range(s.total_steps):
+        lr = s.get_last_lr()[0]
+        s.step(float("nan") if step % 7 == 3 else model_loss(lr, 0.01))
+    assert s.switch_step is not None and 0.3 < s.switch_lr / 0.01 < 3
+    assert sum(math.isnan(v) for v in s.losses) >= 1
+
+
+def test_state_dict_round_trip_resumes_exactly():
+    ref = make(spe=13, epochs=30)
+    ref_lrs = drive(ref)
+    for cut in (5, 31, 57, 200):
+        a = make(spe=13, epochs=30)
+        lrs = []
+        for step in range(cut):
+            lr = a.get_last_lr()[0]
+            lrs.append(lr)
+            a.step(model_loss(lr, 0.01) + 0.02 * float(np.random.default_rng([0, step]).standard_normal()))
+        state = json.loads(json.dumps(a.state_dict()))
+        b = make(spe=13, epochs=30)
+        b.load_state_dict(state)
+        for step in range(cut, b.total_steps):
+            lr = b.get_last_lr()[0]
+            lrs.append(lr)
+            b.step(model_loss(lr, 0.01) + 0.02 * float(np.random.default_rng([0, step]).standard_normal()))
+        assert lrs == ref_lrs
+        assert b.switch_step == ref.switch_step and b.switch_lr == ref.switch_lr
+
+
+def test_state_of_another_configuration_is_refused():
+    a = make(spe=13, epochs=30)
+    drive(a, until_switch=True)
+    b = make(spe=13, epochs=30, ramp_fraction=0.3)
+    with pytest.raises(ValueError, match="state has"):
+        b.load_state_dict(a.state_dict())
+
+
+def test_parameter_groups_keep_their_ratio():
+    s = make(spe=13, epochs=30, lrs=(1.0, 0.1))
+    for _ in range(s.total_steps):
+        a, b = s.get_last_lr()
+        assert b == pytest.approx(0.1 * a, rel=1e-12)
+        s.step(model_loss(a, 0.01))
+
+
+def test_summary_is_json_ready_and_names_the_method():
+    s = make(spe=13, epochs=30)
+    drive(s)
+    out = json.loads(json.dumps(s.summary()))
+    assert out["config"]["name"] == "autoplus"
+    assert out["switch_kind"] in ("test", "forced")
+    assert {"gp_candidate_lr", "smoothed_candidate_lr", "smoothed_argmin_step"} <= set(out["tests"][0])
+
+
+def test_tensor_losses_need_no_host_sync_between_tests():
+    s = make(spe=50, epochs=10)  # a test every 5 steps from step 8
+    for _ in range(7):
+        s.step(torch.tensor(2.0))
+    assert len(s._epoch_losses) == 7 and not s.losses  # still buffered as tensors
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"ramp_fraction": 0.0}, {"ramp_fraction": 1.5}, {"test_fraction": 0.0}, {"candidate": "median"},
+    {"smooth_fraction": 0.0}, {"lr_factor": -1.0}, {"min_test_points": 0}, {"max_warmup_fraction": 0.5},
+])
+def test_invalid_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        make(**kwargs)
+
+
+def test_factory_builds_it_and_reference_autowu_is_unchanged():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = build_scheduler("autoplus", opt, steps_per_epoch=13, total_epochs=30, batch_size=4096)
+    assert isinstance(s, AutoWUPlus)
+    ref = build_scheduler("auto", opt, steps_per_epoch=13, total_epochs=30, batch_size=4096)
+    assert type(ref) is AutoWU and ref.max_warmup_steps == 195
