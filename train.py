@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-factor", type=float, default=None, help="autoplus: switch LR = candidate x this (1.0)")
     g.add_argument("--test-fraction", type=float, default=None, help="autoplus: a test every this share of steps")
     g.add_argument("--patience", type=int, default=None, help="autoplus: consecutive positive tests (3)")
+    g.add_argument("--div-factor", type=float, default=None,
+                   help="autoplus: switch when the recent loss exceeds this x the smoothed minimum (1.5; 0: off)")
     g = p.add_argument_group("runs")
     g.add_argument("--out", default="results/runs", help="the record goes to OUT/<run_id>.json")
     g.add_argument("--ckpt-dir", default="checkpoints", help="checkpoints go to CKPT_DIR/<run_id>/")
@@ -141,10 +143,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
     # AutoWU+'s own options enter the config (so the run_id) of autoplus runs only
-    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience")
+    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor")
     if args.sched == "autoplus":
         plus_defaults = {"ramp_fraction": 0.25, "candidate": "smoothed", "lr_factor": 1.0, "test_fraction": 0.01,
-                         "patience": 3}
+                         "patience": 3, "div_factor": 1.5}
         for k in plus_keys:
             cfg[k] = plus_defaults[k] if cfg[k] is None else cfg[k]
         cfg.pop("max_warmup_fraction")
@@ -353,7 +355,8 @@ def train(args: argparse.Namespace) -> int:
                           decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
     if cfg["sched"] == "autoplus":
         sched_opts.update({k: cfg[k] for k in ("init_lr", "max_lr", "decay", "gp_path", "ramp_fraction", "candidate",
-                                               "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"])
+                                               "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"],
+                          div_factor=cfg["div_factor"] or None)
     try:
         # the schedule's settings, checked on a stand-in optimizer before the data is converted or loaded
         build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),

@@ -15,12 +15,16 @@ step, the DDP protocol, the GP test, the state and the records) and changes exac
 - the new LR (``candidate``) is read off the loss curve itself: the LR of the step where a
   centred moving average of the losses is lowest (``"smoothed"``), or AutoWU's GP argmin
   (``"gp"``), times ``lr_factor``;
+- a guard switches at once when the recent losses exceed ``div_factor`` times the smoothed
+  minimum (the range test's divergence stop), so a fast ramp cannot run far past the minimum
+  while the GP gathers confidence;
 - at the cap the switch uses the same candidate computed on the whole history, never the
   current LR.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -68,13 +72,15 @@ class AutoWUPlus(AutoWU):
         candidate: ``"smoothed"`` (LR at the moving-average minimum) or ``"gp"`` (AutoWU's).
         smooth_fraction: the moving average spans this share of the history (at least 3 steps).
         lr_factor: the switch LR is the candidate times this.
+        div_factor: switch at once (kind ``"guard"``) when the mean of the losses since the
+            last test exceeds this times the smoothed minimum; ``None`` turns the guard off.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
                  init_lr: float = 1e-5, max_lr: float = 1.0, ramp_fraction: float = 0.25,
                  test_fraction: float = 0.01, min_test_points: int = 8, patience: int = 3,
                  candidate: str = "smoothed", smooth_fraction: float = 0.05, lr_factor: float = 1.0,
-                 decay: str = "cosine", **autowu_options: Any) -> None:
+                 div_factor: float | None = 1.5, decay: str = "cosine", **autowu_options: Any) -> None:
         if "max_warmup_fraction" in autowu_options:
             raise ValueError("AutoWUPlus takes ramp_fraction, not max_warmup_fraction")
         if not 0.0 < _check_real("ramp_fraction", ramp_fraction) <= 1.0:
@@ -91,6 +97,9 @@ class AutoWUPlus(AutoWU):
         self.candidate = candidate
         self.smooth_fraction = float(smooth_fraction)
         self.lr_factor = _check_positive("lr_factor", lr_factor)
+        if div_factor is not None and _check_positive("div_factor", div_factor) <= 1.0:
+            raise ValueError(f"div_factor must exceed 1 (or be None), got {div_factor}")
+        self.div_factor = None if div_factor is None else float(div_factor)
         super().__init__(optimizer, steps_per_epoch, total_epochs, init_lr=init_lr, max_lr=max_lr,
                          max_warmup_fraction=self.ramp_fraction, decay=decay, patience=patience,
                          **autowu_options)
@@ -122,6 +131,13 @@ class AutoWUPlus(AutoWU):
                     self._switch(s, self._forced_lr(lr_now), "forced")
         self._apply(self._lr(s))
 
+    def _end_of_epoch_test(self, step: int, lr_now: float) -> None:
+        super()._end_of_epoch_test(step, lr_now)  # the GP test, its patience and its switch
+        last = self.history[-1]
+        if self.phase == "warmup" and last.get("guard") and last.get("candidate_lr") is not None:
+            self._switch(step, last["candidate_lr"], "guard")
+            last["switched"] = True
+
     def _forced_lr(self, lr_now: float) -> float:
         # the whole history's candidate, never the LR the ramp has reached (far past the minimum)
         last = self.history[-1] if self.history else None
@@ -135,6 +151,15 @@ class AutoWUPlus(AutoWU):
         window = max(3, int(round(self.smooth_fraction * len(losses))))
         i = smoothed_argmin(losses, window)
         smoothed_lr = None if i is None else self._warmup_lr(i)
+        # the guard compares the losses since the last test with the smoothed minimum's level
+        recent = max(2, min(self.test_every, window))
+        guard = False
+        if i is not None and self.div_factor is not None and i < len(losses) - recent:
+            half = window // 2
+            level = float(np.nanmean(losses[max(0, i - half):i + half + 1]))
+            tail = losses[-recent:]
+            tail_mean = float(np.nanmean(tail)) if np.isfinite(tail).any() else math.inf
+            guard = level > 0 and tail_mean > self.div_factor * level
         gp_lr = record["candidate_lr"]
         chosen = smoothed_lr if self.candidate == "smoothed" else gp_lr
         record.update(
@@ -142,6 +167,7 @@ class AutoWUPlus(AutoWU):
             smoothed_argmin_step=i,
             smoothed_candidate_lr=smoothed_lr,
             smooth_window=window,
+            guard=guard,
             candidate_lr=None if chosen is None else chosen * self.lr_factor,
         )
         return record
@@ -151,7 +177,8 @@ class AutoWUPlus(AutoWU):
         d = super().describe()
         d.update(name="autoplus", ramp_fraction=self.ramp_fraction, test_fraction=self.test_fraction,
                  test_every=getattr(self, "test_every", None), min_test_points=self.min_test_points,
-                 candidate=self.candidate, smooth_fraction=self.smooth_fraction, lr_factor=self.lr_factor)
+                 candidate=self.candidate, smooth_fraction=self.smooth_fraction, lr_factor=self.lr_factor,
+                 div_factor=self.div_factor)
         d.pop("max_warmup_fraction", None)
         return d
 

@@ -100,8 +100,8 @@ def test_tests_run_on_a_step_clock_not_per_epoch():
 
 
 def test_forced_switch_uses_the_candidate_not_the_current_lr():
-    # patience so large that the test never switches: the cap forces it, at the curve's minimum
-    s = make(spe=3, epochs=30, patience=1000)
+    # neither the test (patience) nor the guard switches: the cap forces it, at the curve's minimum
+    s = make(spe=3, epochs=30, patience=1000, div_factor=None)
     drive(s, best_lr=0.01, until_switch=True)
     assert s.switch_kind == "forced"
     assert s.switch_step == s.max_warmup_steps
@@ -116,6 +116,26 @@ def test_short_budgets_with_few_steps_per_epoch_get_a_candidate_based_switch(spe
     drive(s, best_lr=0.01, noise=0.01)
     assert s.switch_step is not None and s.switch_step <= s.max_warmup_steps
     assert 0.2 < s.switch_lr / 0.01 < 5.0, (s.switch_kind, s.switch_lr)
+
+
+def test_guard_switches_at_once_when_the_loss_blows_up():
+    # a cliff: fine until 0.03, then the loss explodes; the GP's patience would take 3 more tests
+    def cliff(lr):
+        return 2.0 - 0.1 * math.log10(lr) if lr < 0.03 else 50.0
+
+    s = make(spe=3, epochs=30, patience=1000)
+    for _ in range(s.total_steps):
+        lr = s.get_last_lr()[0]
+        s.step(cliff(lr))
+        if s.phase == "decay":
+            break
+    assert s.switch_kind == "guard"
+    assert s.history[-1]["guard"] and s.history[-1]["switched"]
+    assert s.switch_lr < 0.03
+    off = make(spe=3, epochs=30, patience=1000, div_factor=None)
+    for _ in range(off.total_steps):
+        off.step(cliff(off.get_last_lr()[0]))
+    assert off.switch_kind == "forced"
 
 
 def test_gp_candidate_and_lr_factor():
@@ -195,6 +215,7 @@ def test_tensor_losses_need_no_host_sync_between_tests():
 @pytest.mark.parametrize("kwargs", [
     {"ramp_fraction": 0.0}, {"ramp_fraction": 1.5}, {"test_fraction": 0.0}, {"candidate": "median"},
     {"smooth_fraction": 0.0}, {"lr_factor": -1.0}, {"min_test_points": 0}, {"max_warmup_fraction": 0.5},
+    {"div_factor": 1.0}, {"div_factor": float("nan")},
 ])
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
