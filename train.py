@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """Fill recipe defaults, check every flag, and return the run's full config."""
-    from autolr.recipes import EFFICIENTNET_PREFIX, get_recipe
+    from autolr.recipes import get_recipe
     from autolr.schedules import DEFAULT_WARMUP_EPOCHS
 
     r = get_recipe(args.data)
@@ -119,9 +119,9 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg["micro_bs"] = r.micro_bs if args.micro_bs is None else args.micro_bs
     cfg["recipe_micro_bs"] = r.micro_bs
     cfg["loader"] = args.loader or "ffcv"
-    is_effnet = cfg["model"].startswith(EFFICIENTNET_PREFIX)
-    cfg["label_smoothing"] = (0.1 if is_effnet else 0.0) if args.label_smoothing is None else args.label_smoothing
-    cfg["sync_bn"] = is_effnet
+    smoothing = r.label_smoothing_for(cfg["model"])
+    cfg["label_smoothing"] = smoothing if args.label_smoothing is None else args.label_smoothing
+    cfg["sync_bn"] = r.sync_bn_for(cfg["model"])
     cfg["recipe"] = r.dataset
     cfg["val_size"] = r.val_size if args.val_size is None else args.val_size
 

@@ -7,6 +7,7 @@ of JPEGs). Every test runs offline.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import gzip
 import hashlib
@@ -29,6 +30,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from autolr import data  # noqa: E402
+from autolr.datasets import DATASET_SPECS  # noqa: E402
 from autolr.recipes import get_recipe  # noqa: E402
 
 from fakes import write_fake_cifar  # noqa: E402
@@ -142,7 +144,8 @@ def test_corrupt_idx_is_a_data_error(tmp_path: Path, fashion: dict) -> None:
 
 
 def test_missing_data_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "SYSTEM_FASHION_DIRS", ())
+    monkeypatch.setitem(DATASET_SPECS, "fashion-mnist", dataclasses.replace(DATASET_SPECS["fashion-mnist"],
+                                                                            system_dir=""))
     with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
         data.load_arrays("fashion-mnist", tmp_path, download=False)
     with pytest.raises(data.DataError, match=r"cifar-10-batches-py.*CIFAR10\('.*', download=True\)"):
@@ -313,6 +316,7 @@ def test_cifar_betons_and_loaders(tmp_path: Path) -> None:
 
 def test_manifest_reuse_and_rebuild(tmp_path: Path) -> None:
     pytest.importorskip("ffcv")
+    from autolr import ffcv_data
     write_fake_cifar(tmp_path, "cifar10")
     kw = {"val_size": 50, "num_workers": 1}
     paths = data.prepare_ffcv("cifar10", tmp_path, **kw)
@@ -326,7 +330,7 @@ def test_manifest_reuse_and_rebuild(tmp_path: Path) -> None:
         return {s: p.stat().st_mtime_ns for s, p in paths.items()}
 
     before = mtimes()
-    data._file_sha256.cache_clear()  # as in a fresh process
+    ffcv_data._file_sha256.cache_clear()  # as in a fresh process
     assert data.prepare_ffcv("cifar10", tmp_path, **kw) == paths and mtimes() == before
 
     # truncated (a partial copy), corrupted in place (same size), manifest lost: each rebuilt alone
