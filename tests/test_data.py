@@ -512,3 +512,78 @@ def test_gzip_and_plain_idx_agree(tmp_path: Path, fashion: dict) -> None:
     plain = tmp_path / "labels"
     plain.write_bytes(gzip.decompress(gz.read_bytes()) if gz.suffix == ".gz" else gz.read_bytes())
     assert np.array_equal(data.read_idx(plain), data.read_idx(gz))
+
+
+# ---------------------------------------------------------------------------------------------
+# Without FFCV, and bad input
+# ---------------------------------------------------------------------------------------------
+_NO_FFCV_SCRIPT = """
+import sys
+sys.modules["ffcv"] = None  # `import ffcv` now fails, as on a machine without it
+from autolr import data
+loaders = data.build_loaders("cifar10", sys.argv[1], loader="tensor", batch_size=32, subset=None, seed=0,
+                             device="cpu", val_size=50)
+x, y = next(iter(loaders["train"]))
+print("batch", tuple(x.shape), tuple(y.shape))
+for call in (lambda: data.prepare_ffcv("cifar10", sys.argv[1], val_size=50),
+             lambda: data.build_loaders("cifar10", sys.argv[1], loader="ffcv", batch_size=32, subset=None, seed=0,
+                                        device="cpu", val_size=50)):
+    try:
+        call()
+    except data.DataError as err:
+        print("DataError:", err)
+print("loaded:", sorted(m for m in sys.modules if m.split(".")[0] in ("ffcv", "numba") or m == "autolr.ffcv_data"))
+"""
+
+
+def test_tensor_loader_without_ffcv(tmp_path: Path) -> None:
+    write_fake_cifar(tmp_path, "cifar10")
+    out = subprocess.run([sys.executable, "-c", _NO_FFCV_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "batch (32, 3, 32, 32) (32,)"
+    assert len(lines) == 4 and all("FFCV is not importable here" in line and "--loader tensor" in line
+                                   for line in lines[1:3])
+    assert lines[3] == "loaded: ['ffcv']"  # only the blocked name: neither numba nor autolr.ffcv_data
+    assert not (tmp_path / "ffcv").exists()
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_bad_idx_leaves_nothing_behind(tmp_path: Path) -> None:
+    pytest.importorskip("ffcv")
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("t10k", 50)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    labels = raw / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-10])  # cut short
+    with pytest.raises(data.DataError, match="train-labels-idx1-ubyte is corrupt or truncated"):
+        data.prepare_ffcv("fashion-mnist", tmp_path, val_size=50, download=False)
+    # no empty folder, no lock file: the source is read and checked before anything is created
+    assert not (tmp_path / "ffcv").exists()
+
+
+def test_val_size_larger_than_the_training_set(tmp_path: Path) -> None:
+    for subset in (None, 1000):
+        with pytest.raises(data.DataError) as err:
+            data.dataset_info("fashion-mnist", subset=subset, val_size=70000)
+        msg = str(err.value)
+        assert "--val-size 70000" in msg and "has 60000 examples" in msg and "from 1 to 59999" in msg
+        assert "-10000" not in msg and "\n" not in msg
+    with pytest.raises(data.DataError, match="--val-size 300: the training set has 300 examples"):
+        data.split_indices(300, 300, 0, None)
+    # train.py: one line, exit 2, nothing written
+    out = subprocess.run([sys.executable, "train.py", "--data", "fashion-mnist", "--subset", "1000", "--val-size",
+                          "70000", "--loader", "tensor", "--sched", "cosine", "--lr", "0.1", "--epochs", "1",
+                          "--out", str(tmp_path / "runs"), "--data-root", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "--val-size 70000" in out.stderr and "-10000" not in out.stderr
+    assert not (tmp_path / "runs").exists()
