@@ -112,10 +112,6 @@ def _idx_dir(spec: DatasetSpec, data_root: Path) -> Path | None:
     return None
 
 
-def _fashion_dir(data_root: Path) -> Path | None:
-    return _idx_dir(DATASET_SPECS["fashion-mnist"], data_root)
-
-
 def _idx_paths(spec: DatasetSpec, data_root: Path, download: bool) -> dict[str, tuple[Path, Path]]:
     d = _idx_dir(spec, data_root)
     failed = None
@@ -137,6 +133,7 @@ def _idx_paths(spec: DatasetSpec, data_root: Path, download: bool) -> dict[str, 
 
 
 def _fashion_paths(data_root: Path, download: bool) -> dict[str, tuple[Path, Path]]:
+    # tests/test_train.py asks this whether Fashion-MNIST is installed
     return _idx_paths(DATASET_SPECS["fashion-mnist"], data_root, download)
 
 
@@ -234,7 +231,7 @@ def load_arrays(dataset: str, data_root: str | os.PathLike[str], *,
     return out
 
 
-def _imagenet_files(data_root: Path, dataset: str = "imagenet") -> dict[str, tuple[list[Path], np.ndarray]]:
+def _imagefolder_files(dataset: str, data_root: Path) -> dict[str, tuple[list[Path], np.ndarray]]:
     """An ImageFolder tree's files and labels per official split (class index: sorted train folders)."""
     spec = get_spec(dataset)
     root = data_root / spec.folder

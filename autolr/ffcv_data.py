@@ -103,7 +103,7 @@ def _source_fingerprint(spec: DatasetSpec, data_root: Path, download: bool | Non
         h = hashlib.sha256()
         count = 0
         root = data_root / spec.folder
-        for split, (files, _) in data._imagenet_files(data_root).items():
+        for split, (files, _) in data._imagefolder_files(spec.name, data_root).items():
             for p in files:
                 st = p.stat()
                 h.update(f"{split}\0{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -315,7 +315,7 @@ def prepare_ffcv(dataset: str, data_root: str | os.PathLike[str], *, subset: int
 
     def load_sources() -> dict[str, Any]:
         if spec.layout == "imagefolder":
-            files = data._imagenet_files(data_root)
+            files = data._imagefolder_files(dataset, data_root)
             tr_files, tr_labels = files["train"]
             idx = data.split_indices(len(tr_files), val, recipe.split_seed, subset)
             return {"train": _ImageFileSource([tr_files[i] for i in idx["train"]], tr_labels[idx["train"]]),

@@ -119,7 +119,7 @@ def test_split_arrays_and_info(fashion: dict) -> None:
 
 
 def test_corrupt_idx_is_a_data_error(tmp_path: Path, fashion: dict) -> None:
-    src = data._fashion_dir(Path("/nonexistent-autolr-root"))
+    src = data._idx_dir(DATASET_SPECS["fashion-mnist"], Path("/nonexistent-autolr-root"))
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for f in src.iterdir():
@@ -153,7 +153,7 @@ def test_missing_data_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(data.DataError, match="CIFAR100"):
         data.build_loaders("cifar100", tmp_path, loader="tensor", batch_size=8, subset=None, seed=0, device="cpu")
     with pytest.raises(data.DataError, match="ImageFolder"):
-        data._imagenet_files(tmp_path)
+        data._imagefolder_files("imagenet", tmp_path)
     with pytest.raises(data.DataError, match="loader ffcv"):
         data.build_loaders("imagenet", tmp_path, loader="tensor", batch_size=8, subset=None, seed=0, device="cpu")
     if importlib.util.find_spec("ffcv"):
@@ -507,7 +507,7 @@ def test_imagenet_postprocess_is_mild_and_seeded() -> None:
 
 
 def test_gzip_and_plain_idx_agree(tmp_path: Path, fashion: dict) -> None:
-    src = data._fashion_dir(Path("/nonexistent-autolr-root"))
+    src = data._idx_dir(DATASET_SPECS["fashion-mnist"], Path("/nonexistent-autolr-root"))
     gz = next(src.glob("t10k-labels-idx1-ubyte*"))
     plain = tmp_path / "labels"
     plain.write_bytes(gzip.decompress(gz.read_bytes()) if gz.suffix == ".gz" else gz.read_bytes())
