@@ -343,6 +343,10 @@ def collate(sweep_dir: str | Path) -> Collation:
                 if f.get("status") in ("failed", "diverged"):
                     # the runner knows the outcome though the record is gone: still a counted seed
                     cell(key).finals.append({"run_id": rid, "status": f["status"], "seed": f.get("seed")})
+                elif f.get("status") == "skipped":
+                    # an lr_from control whose source run has no LR to give: a counted seed that never runs
+                    cell(key).finals.append({"run_id": None, "status": "skipped", "seed": f.get("seed")})
+                    cell(key).note = f"seed {f.get('seed')} skipped: {f.get('why')}"
                 else:
                     cell(key).missing += 1
             else:

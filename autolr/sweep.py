@@ -13,6 +13,22 @@ smallest batch size) and ``fixed`` (and any other tuned scheduler) at every batc
 with the chosen LR (``auto`` needs none). A final run with the tuning seed has the config of its
 tuning run, hence its run_id, and reuses that record.
 
+Method labels. A ``schedulers:`` key is the method's label in stages.json and the tables; ``sched:``
+names the registered scheduler (default: the key itself), so one scheduler can appear as several
+labelled variants, each tuned like its scheduler (``auto`` and its variants never are)::
+
+    schedulers:
+      auto: {}
+      auto-init1e-4: {sched: auto, init_lr: 1.0e-4}                 # an ablation variant of AutoWU
+      fixed@auto: {sched: fixed, warmup_epochs: 5, lr_from: auto}   # a diagnostic control
+
+``lr_from: <label>`` (a scheduler whose --lr is the peak, from a never-tuned method) makes a
+control: each (model, opt, bs, seed) trains with --lr = the switch LR (record ``autowu.switch_lr``)
+of that label's final run of the same cell, once that record exists (a later round or a later
+driver); it is charged no tuning run; a diverged or failed source run skips it (stages.json says
+why). The label is not part of train.py's config: a variant whose flags equal another entry's has
+its run_ids and reuses its records.
+
 Every run is identified by train.py's own ``run_id_of(resolve_config(...))`` and writes
 ``results/<name>/runs/<run_id>.json``; a run with a record is never run again, and every run gets
 ``--resume``, so a sweep killed at any point and started again runs only what is missing and
@@ -26,14 +42,18 @@ local`` takes the same path on this machine).
 ``missing_runs`` (distinct runs still to do), ``updated_at``,
 ``stages``: {``tune``: {complete, runs, done, pending_extensions_max}, ``final``: {complete, runs,
 done, waiting_for_tuning}},
-``selection``: one entry per (method, model, opt, bs): {method, model, opt, bs, tuned (grid searched
+``selection``: one entry per (method, model, opt, bs): {method (the label), sched (the registered
+scheduler), model, opt, bs, tuned (grid searched
 at this bs), tuned_at_bs (B0 for linear/legw, bs for fixed, null for auto), grid (sorted, extensions
 included), trials [{lr, run_id, status, val_acc}], extensions [{direction, lr, why}], chosen_lr,
-reason (best val acc | extended | all diverged | pending | not tuned), capped, messages},
-``final_runs``: [{method, model, opt, bs, seed, lr, run_id, status (finished | diverged | failed |
-missing), tuning_run (the record is the grid's tuning run)}],
-``tuning_charge``: one entry per grid: {method, model, opt, bs, run_ids, runs, wall_seconds,
-charged (once per grid | per batch size), covers_bs}.
+reason (best val acc | extended | all diverged | pending | not tuned | lr from <label> ...), capped,
+messages, lr_from (controls)},
+``final_runs``: [{method, sched, model, opt, bs, seed, lr, run_id, status (finished | diverged | failed |
+missing | skipped), tuning_run (the record is the grid's tuning run); controls add lr_from, lr_from_run
+(the source run's id) and, while waiting or when skipped, why}],
+``tuning_charge``: one entry per grid, and one per control cell with runs 0: {method, sched, model, opt,
+bs, run_ids, runs, wall_seconds, charged (once per grid | per batch size | none beyond <label>'s own
+run), covers_bs}.
 """
 
 from __future__ import annotations
@@ -151,11 +171,24 @@ class SweepSpec:
     def b0(self) -> int:
         return min(self.batch_sizes)
 
+    def sched_of(self, method: str) -> str:
+        """The registered scheduler of a method label (``sched:``, else the label itself)."""
+        return str(self.schedulers[method].get("sched", method))
+
+    def lr_from(self, method: str) -> str | None:
+        """The never-tuned method whose final runs' switch LR this control takes, or None."""
+        src = self.schedulers[method].get("lr_from")
+        return None if src is None else str(src)
+
+    def is_tuned(self, method: str) -> bool:
+        """Whether ``method`` searches an LR grid (not AutoWU and its variants, not an lr_from control)."""
+        return self.sched_of(method) not in NEVER_TUNED and self.lr_from(method) is None
+
     def tuned_bs(self, method: str) -> tuple[int, ...]:
         """The batch sizes at which ``method``'s LR grid is searched."""
-        if method in NEVER_TUNED:
+        if not self.is_tuned(method):
             return ()
-        return (self.b0,) if method in TUNED_AT_B0 else self.batch_sizes
+        return (self.b0,) if self.sched_of(method) in TUNED_AT_B0 else self.batch_sizes
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "data": self.data, "subset": self.subset, "epochs": self.epochs,
@@ -233,12 +266,26 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
         raise SweepError(f"{where}: schedulers must map scheduler names to their options")
     schedulers: dict[str, dict[str, Any]] = {}
     for method, opts_raw in scheds_raw.items():
-        if method not in SCHEDULERS:
-            raise SweepError(f"{where}: unknown scheduler {method!r}; choose from {', '.join(SCHEDULERS)}")
+        if not isinstance(method, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@+-]*", method):
+            raise SweepError(f"{where}: scheduler label {method!r} must be a plain name (letters, digits, _.@+-)")
+        if opts_raw is not None and not isinstance(opts_raw, Mapping):
+            raise SweepError(f"{where}: {method}: options must be a mapping ({{lr: [..], ...}}), got {opts_raw!r}")
         o = dict(opts_raw or {})
+        sched = o.get("sched", method)
+        if sched not in SCHEDULERS:
+            what = f"{method}: unknown sched {sched!r}" if "sched" in o else (
+                f"unknown scheduler {method!r} (a label of your own needs sched: <scheduler>)")
+            raise SweepError(f"{where}: {what}; choose from {', '.join(SCHEDULERS)}")
         if "legw_b0" in o:
             raise SweepError(f"{where}: {method}: legw_b0 is the sweep's B0 (its smallest batch size)")
-        if method in NEVER_TUNED:
+        if "lr_from" in o:
+            if sched in NEVER_TUNED or sched in TUNED_AT_B0:
+                raise SweepError(f"{where}: {method}: lr_from is for a scheduler whose --lr is the peak LR "
+                                 f"(not {sched})")
+            if "lr" in o:
+                raise SweepError(f"{where}: {method}: lr_from takes the LR from another method's runs: "
+                                 "give no lr grid")
+        elif sched in NEVER_TUNED:
             if "lr" in o:
                 raise SweepError(f"{where}: {method} is never tuned: it takes no lr grid")
         else:
@@ -248,7 +295,18 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
             if min(grid) <= 0 or len(set(grid)) != len(grid):
                 raise SweepError(f"{where}: {method}: the lr grid must hold distinct positive values, got {grid}")
             o["lr"] = tuple(sorted(grid))
-        schedulers[str(method)] = o
+        schedulers[method] = o
+    for method, o in schedulers.items():
+        src = o.get("lr_from")
+        if src is None:
+            continue
+        if src not in schedulers:
+            raise SweepError(f"{where}: {method}: lr_from {src!r} is not a scheduler label of this sweep "
+                             f"({', '.join(schedulers)})")
+        src_o = schedulers[src]
+        if src_o.get("sched", src) not in NEVER_TUNED or "lr_from" in src_o:
+            raise SweepError(f"{where}: {method}: lr_from {src!r} must name a never-tuned method "
+                             f"({', '.join(NEVER_TUNED)} or a variant of one): its runs find their own LR")
     slurm = dict(raw.get("slurm") or {})
     bad = set(slurm) - _SLURM_KEYS
     if bad:
@@ -321,7 +379,7 @@ class Run:
     """One train.py run: what it is in the sweep, and the flags that define it (its run_id)."""
 
     stage: str  # "tune" or "final"
-    method: str
+    method: str  # the sweep file's label (a scheduler key); ``sched`` is the registered scheduler
     model: str
     opt: str
     bs: int
@@ -329,6 +387,8 @@ class Run:
     lr: float | None
     argv: tuple[str, ...]
     run_id: str
+    sched: str = ""
+    lr_from_run: str | None = None  # a control: the run whose switch LR this run takes
 
     def label(self) -> str:
         lr = "" if self.lr is None else f" lr {self.lr:g}"
@@ -345,6 +405,7 @@ class RunResult:
     wall_seconds: float | None = None
     recorded: bool = True
     error: str | None = None
+    switch_lr: float | None = None  # AutoWU's record: the LR it switched to decay at
 
     @property
     def score(self) -> float:
@@ -364,7 +425,8 @@ def read_record(path: Path) -> RunResult | None:
         final = rec.get("final") or {}
         return RunResult(status=status, val_acc=final.get("val_acc"), test_acc=final.get("test_acc"),
                          wall_seconds=(rec.get("timing") or {}).get("wall_seconds"),
-                         error=(rec.get("outcome") or {}).get("error"))
+                         error=(rec.get("outcome") or {}).get("error"),
+                         switch_lr=(rec.get("autowu") or {}).get("switch_lr"))
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -495,6 +557,10 @@ class Plan:
     final_runs: list[Run]  # every final run whose LR is known now
     waiting_finals: list[tuple[str, str, str, int, int]]  # (method, model, opt, bs, seed) awaiting a choice
     pending_extensions: int  # upper bound on extension runs not yet known
+    # lr_from controls: (method, model, opt, bs, seed, source run_id) whose source has no record yet
+    waiting_controls: list[tuple[str, str, str, int, int, str]] = field(default_factory=list)
+    # lr_from controls that will not run: {method, model, opt, bs, seed, source_run, why}
+    skipped_controls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tuning_done(self) -> bool:
@@ -516,25 +582,42 @@ class Sweep:
     # -- runs -------------------------------------------------------------------------------------
     def run_flags(self, method: str, model: str, opt: str, bs: int, seed: int, lr: float | None) -> dict[str, Any]:
         s = self.spec
-        flags: dict[str, Any] = {"data": s.data, "model": model, "opt": opt, "bs": bs, "seed": seed, "sched": method,
+        sched = s.sched_of(method)
+        # the label is not a train.py flag: a variant with another entry's flags has its run_id
+        flags: dict[str, Any] = {"data": s.data, "model": model, "opt": opt, "bs": bs, "seed": seed, "sched": sched,
                                  "epochs": s.epochs, "subset": s.subset}
-        flags.update({k: v for k, v in s.schedulers[method].items() if k != "lr"})
-        if method not in NEVER_TUNED:
+        flags.update({k: v for k, v in s.schedulers[method].items() if k not in ("lr", "sched", "lr_from")})
+        if sched not in NEVER_TUNED:
             flags["lr"] = float(lr)  # type: ignore[arg-type]
-        if method == "legw":
+        if sched == "legw":
             flags["legw_b0"] = s.b0
         flags.update(s.train_args)
         return flags
 
     def make_run(self, stage: str, method: str, model: str, opt: str, bs: int, seed: int,
-                 lr: float | None) -> Run:
+                 lr: float | None, lr_from_run: str | None = None) -> Run:
         argv = tuple(_flags_to_argv(self.run_flags(method, model, opt, bs, seed, lr)))
         return Run(stage=stage, method=method, model=model, opt=opt, bs=bs, seed=seed, lr=lr, argv=argv,
-                   run_id=_run_id(argv))
+                   run_id=_run_id(argv), sched=self.spec.sched_of(method), lr_from_run=lr_from_run)
 
     def reuses_tuning_run(self, method: str, bs: int, seed: int) -> bool:
         """Whether this final run has the config (so the run_id) of one of its grid's tuning runs."""
-        return method not in NEVER_TUNED and seed == self.spec.tuning_seed and bs in self.spec.tuned_bs(method)
+        return self.spec.is_tuned(method) and seed == self.spec.tuning_seed and bs in self.spec.tuned_bs(method)
+
+    def control_lr(self, method: str, model: str, opt: str, bs: int, seed: int,
+                   results: Mapping[str, RunResult]) -> tuple[str, float | None, str | None]:
+        """An lr_from control's source run, and its LR or why there is none (None, None: still waiting)."""
+        src = self.spec.lr_from(method)
+        assert src is not None
+        src_id = self.make_run("final", src, model, opt, bs, seed, None).run_id
+        r = results.get(src_id)
+        if r is None:
+            return src_id, None, None
+        if r.status != "finished":
+            return src_id, None, f"{src}'s run {src_id} {r.status}: no LR to take"
+        if r.switch_lr is None or not math.isfinite(r.switch_lr) or r.switch_lr <= 0:
+            return src_id, None, f"{src}'s run {src_id} recorded no switch LR"
+        return src_id, float(r.switch_lr), None
 
     def operational_argv(self) -> list[str]:
         """Flags that say where things go: not part of any run_id."""
@@ -553,7 +636,8 @@ class Sweep:
         if too_big:
             raise SweepError(f"batch sizes {too_big} exceed the training split of {info['train_size']} examples")
         for method, o in s.schedulers.items():
-            lr = None if method in NEVER_TUNED else o["lr"][0]
+            # a control's LR comes later; any positive value checks the rest of its flags
+            lr = None if s.sched_of(method) in NEVER_TUNED else o["lr"][0] if "lr" in o else 0.01
             for model in s.models:
                 for opt in s.opts:
                     for bs in s.batch_sizes:
@@ -566,6 +650,8 @@ class Sweep:
         tuning: list[Run] = []
         finals: list[Run] = []
         waiting: list[tuple[str, str, str, int, int]] = []
+        controls_waiting: list[tuple[str, str, str, int, int, str]] = []
+        skipped: list[dict[str, Any]] = []
         pending_ext = 0
         for method, o in s.schedulers.items():
             for model in s.models:
@@ -582,17 +668,30 @@ class Sweep:
                         if gs.reason == "pending":
                             pending_ext += s.max_extensions - len(gs.extensions)
                     for bs in s.batch_sizes:
-                        if method in NEVER_TUNED:
+                        if s.lr_from(method) is not None:
+                            # each seed takes the switch LR of the source's final run of the same cell
+                            for seed in s.seeds:
+                                src_id, lr, why = self.control_lr(method, model, opt, bs, seed, results)
+                                if lr is not None:
+                                    finals.append(self.make_run("final", method, model, opt, bs, seed, lr, src_id))
+                                elif why is None:
+                                    controls_waiting.append((method, model, opt, bs, seed, src_id))
+                                else:
+                                    skipped.append({"method": method, "sched": s.sched_of(method), "model": model,
+                                                    "opt": opt, "bs": bs, "seed": seed, "lr_from": s.lr_from(method),
+                                                    "source_run": src_id, "why": why})
+                            continue
+                        if not s.is_tuned(method):
                             lr: float | None = None
                         else:
-                            gs = grids[(method, model, opt, s.b0 if method in TUNED_AT_B0 else bs)]
+                            gs = grids[(method, model, opt, s.b0 if s.sched_of(method) in TUNED_AT_B0 else bs)]
                             lr = gs.chosen
                             if lr is None:
                                 waiting += [(method, model, opt, bs, seed) for seed in s.seeds]
                                 continue
                         finals += [self.make_run("final", method, model, opt, bs, seed, lr) for seed in s.seeds]
         return Plan(grids=grids, tuning_runs=tuning, final_runs=finals, waiting_finals=waiting,
-                    pending_extensions=pending_ext)
+                    pending_extensions=pending_ext, waiting_controls=controls_waiting, skipped_controls=skipped)
 
     # -- stages.json ------------------------------------------------------------------------------
     def stages_doc(self, plan: Plan, results: Mapping[str, RunResult]) -> dict[str, Any]:
@@ -612,12 +711,17 @@ class Sweep:
             for model in s.models:
                 for opt in s.opts:
                     for bs in s.batch_sizes:
-                        e: dict[str, Any] = {"method": method, "model": model, "opt": opt, "bs": bs}
-                        if method in NEVER_TUNED:
+                        e: dict[str, Any] = {"method": method, "sched": s.sched_of(method), "model": model,
+                                             "opt": opt, "bs": bs}
+                        if s.lr_from(method) is not None:
+                            e.update(tuned=False, tuned_at_bs=None, grid=[], trials=[], extensions=[],
+                                     chosen_lr=None, reason=f"lr from {s.lr_from(method)} (each seed: the switch LR "
+                                     "of its final run)", capped=False, messages=[], lr_from=s.lr_from(method))
+                        elif not s.is_tuned(method):
                             e.update(tuned=False, tuned_at_bs=None, grid=[], trials=[], extensions=[],
                                      chosen_lr=None, reason="not tuned", capped=False, messages=[])
                         else:
-                            tbs = s.b0 if method in TUNED_AT_B0 else bs
+                            tbs = s.b0 if s.sched_of(method) in TUNED_AT_B0 else bs
                             gs = plan.grids[(method, model, opt, tbs)]
                             trials = []
                             for v in gs.grid:
@@ -630,41 +734,72 @@ class Sweep:
         final_runs = []
         for run in plan.final_runs:
             st = status(run)
-            d = {"method": run.method, "model": run.model, "opt": run.opt, "bs": run.bs, "seed": run.seed,
-                 "lr": run.lr, "run_id": run.run_id, "status": st["status"], "tuning_run": run.run_id in tuning_ids}
+            d = {"method": run.method, "sched": run.sched, "model": run.model, "opt": run.opt, "bs": run.bs,
+                 "seed": run.seed, "lr": run.lr, "run_id": run.run_id, "status": st["status"],
+                 "tuning_run": run.run_id in tuning_ids}
+            if run.lr_from_run is not None:
+                d.update(lr_from=s.lr_from(run.method), lr_from_run=run.lr_from_run)
             if "error" in st:
                 d["error"] = st["error"]
             final_runs.append(d)
         for method, model, opt, bs, seed in plan.waiting_finals:
-            final_runs.append({"method": method, "model": model, "opt": opt, "bs": bs, "seed": seed, "lr": None,
-                               "run_id": None, "status": "missing", "tuning_run": False})
+            final_runs.append({"method": method, "sched": s.sched_of(method), "model": model, "opt": opt, "bs": bs,
+                               "seed": seed, "lr": None, "run_id": None, "status": "missing", "tuning_run": False})
+        for method, model, opt, bs, seed, src_id in plan.waiting_controls:
+            final_runs.append({"method": method, "sched": s.sched_of(method), "model": model, "opt": opt, "bs": bs,
+                               "seed": seed, "lr": None, "run_id": None, "status": "missing", "tuning_run": False,
+                               "lr_from": s.lr_from(method), "lr_from_run": src_id,
+                               "why": f"waits for {s.lr_from(method)}'s run {src_id}"})
+        for c in plan.skipped_controls:
+            final_runs.append({"method": c["method"], "sched": c["sched"], "model": c["model"], "opt": c["opt"],
+                               "bs": c["bs"], "seed": c["seed"], "lr": None, "run_id": None, "status": "skipped",
+                               "tuning_run": False, "lr_from": c["lr_from"], "lr_from_run": c["source_run"],
+                               "why": c["why"]})
         charge = []
         for (method, model, opt, tbs), gs in plan.grids.items():
             ids = [self.make_run("tune", method, model, opt, tbs, s.tuning_seed, v).run_id for v in gs.grid]
             secs = [results[i].wall_seconds for i in ids if i in results and results[i].wall_seconds is not None]
-            charge.append({"method": method, "model": model, "opt": opt, "bs": tbs, "run_ids": ids, "runs": len(ids),
-                           "wall_seconds": sum(secs) if secs else None,
-                           "charged": "once per grid" if method in TUNED_AT_B0 else "per batch size",
-                           "covers_bs": list(s.batch_sizes) if method in TUNED_AT_B0 else [tbs]})
+            at_b0 = s.sched_of(method) in TUNED_AT_B0
+            charge.append({"method": method, "sched": s.sched_of(method), "model": model, "opt": opt, "bs": tbs,
+                           "run_ids": ids, "runs": len(ids), "wall_seconds": sum(secs) if secs else None,
+                           "charged": "once per grid" if at_b0 else "per batch size",
+                           "covers_bs": list(s.batch_sizes) if at_b0 else [tbs]})
+        # a control reads its LR off runs the sweep makes anyway: no tuning run of its own
+        for method in s.schedulers:
+            src = s.lr_from(method)
+            if src is None:
+                continue
+            for model in s.models:
+                for opt in s.opts:
+                    for bs in s.batch_sizes:
+                        charge.append({"method": method, "sched": s.sched_of(method), "model": model, "opt": opt,
+                                       "bs": bs, "run_ids": [], "runs": 0, "wall_seconds": 0.0,
+                                       "charged": f"none beyond {src}'s own run", "covers_bs": [bs],
+                                       "lr_from": src})
 
         def have(rid: str) -> bool:
             return rid in results and results[rid].recorded
 
         tune_complete = plan.tuning_done and all(have(r.run_id) for r in plan.tuning_runs)
-        final_complete = not plan.waiting_finals and all(have(r.run_id) for r in plan.final_runs)
+        final_complete = (not plan.waiting_finals and not plan.waiting_controls
+                          and all(have(r.run_id) for r in plan.final_runs))
         n_tune_done = sum(have(r.run_id) for r in plan.tuning_runs)
         n_final_done = sum(have(r.run_id) for r in plan.final_runs)
         # distinct runs still to do: a final run that is its grid's tuning run counts once
         missing = {r.run_id for r in [*plan.tuning_runs, *plan.final_runs] if not have(r.run_id)}
-        n_waiting_new = sum(not self.reuses_tuning_run(m, b, sd) for m, _, _, b, sd in plan.waiting_finals)
+        n_waiting_new = (sum(not self.reuses_tuning_run(m, b, sd) for m, _, _, b, sd in plan.waiting_finals)
+                         + len(plan.waiting_controls))
         return {
             "schema": STAGES_SCHEMA, "name": s.name, "sweep_file": s.path, "spec": s.to_dict(),
             "complete": tune_complete and final_complete,
             "missing_runs": len(missing) + n_waiting_new,
             "stages": {"tune": {"complete": tune_complete, "runs": len(plan.tuning_runs), "done": n_tune_done,
                                 "pending_extensions_max": plan.pending_extensions},
-                       "final": {"complete": final_complete, "runs": len(plan.final_runs) + len(plan.waiting_finals),
-                                 "done": n_final_done, "waiting_for_tuning": len(plan.waiting_finals)}},
+                       "final": {"complete": final_complete,
+                                 "runs": len(plan.final_runs) + len(plan.waiting_finals) + len(plan.waiting_controls),
+                                 "done": n_final_done, "waiting_for_tuning": len(plan.waiting_finals),
+                                 "waiting_for_source": len(plan.waiting_controls),
+                                 "skipped": len(plan.skipped_controls)}},
             "selection": selection, "final_runs": final_runs, "tuning_charge": charge,
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -1092,10 +1227,23 @@ class Driver:
                 return False
 
     def final(self) -> bool:
-        plan = self.sweep.plan(self.results)
+        """Rounds of final runs: an lr_from control joins once its source run has a record."""
+        tried: set[str] = set()
+        while True:
+            plan = self.sweep.plan(self.results)
+            todo = [r for r in plan.final_runs if r.run_id not in self.results and r.run_id not in tried]
+            if not todo:
+                break
+            tried |= {r.run_id for r in todo}
+            if not self._round("final", todo):
+                return False
         if plan.waiting_finals:
             print(f"{len(plan.waiting_finals)} final runs wait for their tuning stage to finish")
-        return self._round("final", plan.final_runs)
+        if plan.waiting_controls:
+            print(f"{len(plan.waiting_controls)} control runs wait for the run they take their LR from")
+        for c in plan.skipped_controls:
+            print(f"skipped {c['method']} {c['model']} {c['opt']} bs {c['bs']} seed {c['seed']}: {c['why']}")
+        return True
 
 
 def _print_dry_run(sweep: Sweep, device_kind: str, executor: str) -> None:
@@ -1114,7 +1262,8 @@ def _print_dry_run(sweep: Sweep, device_kind: str, executor: str) -> None:
             cost_cache[key] = estimate_seconds(s, run.model, run.bs, device_kind)
         return cost_cache[key][0]
 
-    first = [r for r in plan.tuning_runs] + [r for r in plan.final_runs if r.method in NEVER_TUNED]
+    first = [r for r in plan.tuning_runs] + [r for r in plan.final_runs if not s.is_tuned(r.method)
+                                             and s.lr_from(r.method) is None]
     first = list({r.run_id: r for r in first}.values())
     first_ids = {r.run_id for r in first}
     later = [r for r in plan.final_runs if r.run_id not in first_ids]
@@ -1128,7 +1277,9 @@ def _print_dry_run(sweep: Sweep, device_kind: str, executor: str) -> None:
     reused = sum(sweep.reuses_tuning_run(m, b, sd) for m, _, _, b, sd in plan.waiting_finals)
     print(f"later stages add: up to {plan.pending_extensions} extension runs (at most {s.max_extensions} per grid), "
           f"{len(plan.waiting_finals) - reused} final runs once tuning has chosen ({reused} more finals reuse "
-          f"their tuning run), {sum(r.run_id not in results for r in later)} more final runs whose LR is chosen")
+          f"their tuning run), {sum(r.run_id not in results for r in later)} more final runs whose LR is chosen"
+          + (f", {len(plan.waiting_controls)} control runs once the runs they take their LR from are in"
+             if plan.waiting_controls else ""))
 
     def total(runs: Iterable[Run]) -> float | None:
         vals = [cost(r) for r in runs]
@@ -1138,6 +1289,7 @@ def _print_dry_run(sweep: Sweep, device_kind: str, executor: str) -> None:
     # their LR is not chosen yet, but a run's cost does not depend on it
     waiting = [sweep.make_run("final", m, mo, o, b, sd, s.schedulers[m]["lr"][0])
                for m, mo, o, b, sd in plan.waiting_finals if not sweep.reuses_tuning_run(m, b, sd)]
+    waiting += [sweep.make_run("final", m, mo, o, b, sd, 0.01) for m, mo, o, b, sd, _ in plan.waiting_controls]
     later_cost = total([*waiting, *(r for r in later if r.run_id not in results)])
     ext_cost: float | None = 0.0
     for (m, mo, o, b), gs in plan.grids.items():

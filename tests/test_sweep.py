@@ -470,3 +470,182 @@ def test_slurm_path_through_submitit_local(tmp_path: Path, capsys: pytest.Captur
     assert final["status"] == "finished"
     assert (tmp_path / "results" / "one" / "runs" / f"{final['run_id']}.json").is_file()
     assert list((tmp_path / "ckpt" / "one" / "submitit").glob("*/*_result.pkl"))
+
+
+# ---------------------------------------------------------------------------------------------
+# labelled variants and lr_from controls
+# ---------------------------------------------------------------------------------------------
+def labelled_spec(**over: Any) -> dict[str, Any]:
+    return base_spec(batch_sizes=[256, 2048], seeds=2, schedulers={
+        "auto": {}, "auto-init1e-4": {"sched": "auto", "init_lr": 1e-4},
+        "fixed": {"lr": [3.16e-3, 1e-2, 0.0316], "warmup_epochs": 1},
+        "fixed-w2": {"sched": "fixed", "lr": [3.16e-3, 1e-2, 0.0316], "warmup_epochs": 2},
+        "fixed@auto": {"sched": "fixed", "warmup_epochs": 5, "lr_from": "auto"}}, **over)
+
+
+def test_labels_and_lr_from_are_checked() -> None:
+    ok = sw.spec_from_dict(labelled_spec())
+    # the label is not part of train.py's config: a variant with another entry's flags shares its run_ids
+    same = sw.Sweep(sw.spec_from_dict(base_spec(schedulers={
+        "fixed": {"lr": [1e-2], "warmup_epochs": 1}, "again": {"sched": "fixed", "lr": [1e-2], "warmup_epochs": 1}})))
+    runs = same.plan({}).tuning_runs
+    assert [r.method for r in runs] == ["fixed"] * 3 + ["again"] * 3 and len({r.run_id for r in runs}) == 3
+    assert ok.sched_of("auto-init1e-4") == "auto" and ok.sched_of("fixed") == "fixed"
+    assert ok.tuned_bs("auto-init1e-4") == () and ok.tuned_bs("fixed-w2") == (256, 2048)
+    assert ok.tuned_bs("fixed@auto") == () and ok.lr_from("fixed@auto") == "auto"
+    bad = {
+        "unknown sched": ({"x": {"sched": "autoo"}}, "x: unknown sched 'autoo'"),
+        "unknown label": ({"myauto": {}}, "unknown scheduler 'myauto'"),
+        "missing source": ({"auto": {}, "c": {"sched": "fixed", "lr_from": "auto2"}}, "not a scheduler label"),
+        "tuned source": ({"fixed": {"lr": [1e-2]}, "c": {"sched": "fixed", "lr_from": "fixed"}},
+                         "must name a never-tuned method"),
+        "control source": ({"auto": {}, "c": {"sched": "fixed", "lr_from": "auto"},
+                            "d": {"sched": "fixed", "lr_from": "c"}}, "must name a never-tuned method"),
+        "grid and lr_from": ({"auto": {}, "c": {"sched": "fixed", "lr": [1e-2], "lr_from": "auto"}}, "no lr grid"),
+        "auto with lr_from": ({"auto": {}, "c": {"sched": "auto", "lr_from": "auto"}}, "--lr is the peak"),
+        "linear with lr_from": ({"auto": {}, "c": {"sched": "linear", "lr_from": "auto"}}, "--lr is the peak"),
+        "options not a mapping": ({"auto": [1, 2]}, "must be a mapping"),
+    }
+    for case, (scheds, msg) in bad.items():
+        with pytest.raises(sw.SweepError, match=msg.replace("(", r"\(").replace("[", r"\[")) as info:
+            sw.spec_from_dict(base_spec(schedulers=scheds))
+        assert "\n" not in str(info.value), case
+
+
+def write_auto_record(runs_dir: Path, run_id: str, status: str, switch_lr: float | None) -> None:
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    rec = {"run_id": run_id, "config": {}, "outcome": {"status": status, "error": None},
+           "final": {"val_acc": 0.5, "test_acc": 0.5}, "autowu": {"switch_lr": switch_lr, "switch_kind": "test"}}
+    (runs_dir / f"{run_id}.json").write_text(json.dumps(rec))
+
+
+@pytest.mark.timeout(60)
+def test_lr_from_control_takes_the_switch_lr_and_waits(tmp_path: Path) -> None:
+    spec = sw.spec_from_dict(labelled_spec())
+    sweep = sw.Sweep(spec, tmp_path / "results", tmp_path / "ckpt")
+    plan = sweep.plan({})
+    # no AutoWU record yet: every control waits, none is a run yet, none is charged a tuning run
+    assert len(plan.waiting_controls) == 2 * 2 and not plan.skipped_controls
+    assert not [r for r in plan.final_runs if r.method == "fixed@auto"]
+    assert {r.method for r in plan.tuning_runs} == {"fixed", "fixed-w2"}
+    # the variant is tuned like its scheduler, on its own grid, with its own flags (hence run_ids)
+    fixed_ids = {r.run_id for r in plan.tuning_runs if r.method == "fixed"}
+    w2 = [r for r in plan.tuning_runs if r.method == "fixed-w2"]
+    assert len(w2) == 6 and not fixed_ids & {r.run_id for r in w2}
+    assert all(r.sched == "fixed" and r.argv[r.argv.index("--sched") + 1] == "fixed" for r in w2)
+    variant = [r for r in plan.final_runs if r.method == "auto-init1e-4"]
+    assert len(variant) == 4 and all(r.argv[r.argv.index("--init-lr") + 1] == "0.0001" for r in variant)
+    doc = sweep.stages_doc(plan, {})
+    waiting = [f for f in doc["final_runs"] if f["method"] == "fixed@auto"]
+    assert len(waiting) == 4 and all(f["status"] == "missing" and f["run_id"] is None and f["sched"] == "fixed"
+                                     and f["why"].startswith("waits for auto's run") for f in waiting)
+    assert doc["stages"]["final"]["waiting_for_source"] == 4 and not doc["complete"]
+
+    # AutoWU's records: bs 256 switched (per seed), bs 2048 seed 0 diverged, seed 1 is still missing
+    autos = {(r.bs, r.seed): r for r in plan.final_runs if r.method == "auto"}
+    write_auto_record(sweep.runs_dir, autos[(256, 0)].run_id, "finished", 0.0248163664972198)
+    write_auto_record(sweep.runs_dir, autos[(256, 1)].run_id, "finished", 0.031)
+    write_auto_record(sweep.runs_dir, autos[(2048, 0)].run_id, "diverged", None)
+    results = sw.load_results(sweep.runs_dir)
+    plan = sweep.plan(results)
+    controls = {(r.bs, r.seed): r for r in plan.final_runs if r.method == "fixed@auto"}
+    assert set(controls) == {(256, 0), (256, 1)}
+    c = controls[(256, 0)]
+    assert c.lr == 0.0248163664972198 and c.argv[c.argv.index("--lr") + 1] == "0.0248163664972198"
+    assert c.argv[c.argv.index("--sched") + 1] == "fixed" and c.argv[c.argv.index("--warmup-epochs") + 1] == "5"
+    assert c.lr_from_run == autos[(256, 0)].run_id and controls[(256, 1)].lr == 0.031
+    assert [w[:5] for w in plan.waiting_controls] == [("fixed@auto", "cnn_fashion", "adamp", 2048, 1)]
+    (skip,) = plan.skipped_controls
+    assert (skip["bs"], skip["seed"]) == (2048, 0) and "diverged: no LR to take" in skip["why"]
+    doc = sweep.stages_doc(plan, results)
+    by = {(f["method"], f["bs"], f["seed"]): f for f in doc["final_runs"]}
+    assert by[("fixed@auto", 2048, 0)]["status"] == "skipped" and "diverged" in by[("fixed@auto", 2048, 0)]["why"]
+    assert by[("fixed@auto", 256, 0)]["lr_from_run"] == autos[(256, 0)].run_id
+    assert by[("auto-init1e-4", 256, 0)]["sched"] == "auto" and by[("fixed-w2", 256, 0)]["sched"] == "fixed"
+    charge = [e for e in doc["tuning_charge"] if e["method"] == "fixed@auto"]
+    assert len(charge) == 2 and all(e["runs"] == 0 and e["run_ids"] == [] and e["charged"] ==
+                                    "none beyond auto's own run" for e in charge)
+    sel = [e for e in doc["selection"] if e["method"] == "fixed@auto"]
+    assert all(not e["tuned"] and e["lr_from"] == "auto" and e["trials"] == [] for e in sel)
+    # the table counts a skipped seed as done (it will never run) and says why in the cell's note
+    from autolr import results as res
+
+    sweep.write_stages(plan, results)
+    cell = res.collate(sweep.dir).cells[("cnn_fashion", "adamp", 2048, "fixed@auto")]
+    assert [f["status"] for f in cell.finals] == ["skipped"] and cell.missing == 1
+    assert "seed 0 skipped: auto's run" in cell.note
+
+
+class SwitchingExecutor(FakeExecutor):
+    """FakeExecutor whose AutoWU runs record a switch LR that depends on the run."""
+
+    def run(self, runs: list[sw.Run], done: Any) -> None:
+        for r in runs:
+            self.calls.append(r.run_id)
+            if r.sched == "auto":
+                write_auto_record(self.sweep.runs_dir, r.run_id, "finished", 0.01 * (1 + r.seed) * r.bs / 256)
+            else:
+                write_record(self.sweep.runs_dir, r.run_id, "finished", 0.8 - 0.1 * abs(math.log10(r.lr / 0.01)))
+            done(r, sw.Outcome(0, None, 0.01))
+
+
+@pytest.mark.timeout(60)
+def test_driver_runs_controls_after_their_source(tmp_path: Path) -> None:
+    # nothing to tune: AutoWU's finals run in the final stage, the controls in the next round of it
+    spec = sw.spec_from_dict(base_spec(batch_sizes=[256, 2048], seeds=2, schedulers={
+        "auto": {}, "fixed@auto": {"sched": "fixed", "warmup_epochs": 5, "lr_from": "auto"}}))
+    sweep = sw.Sweep(spec, tmp_path / "results", tmp_path / "ckpt")
+    ex = SwitchingExecutor(sweep)
+    d = sw.Driver(sweep, ex, max_runs=None)
+    assert d.tune() and d.final()
+    assert len(ex.calls) == 8
+    doc = sweep.write_stages(sweep.plan(d.results), d.results)
+    assert doc["complete"]
+    lrs = {(f["bs"], f["seed"]): f["lr"] for f in doc["final_runs"] if f["method"] == "fixed@auto"}
+    assert lrs == {(bs, seed): 0.01 * (1 + seed) * bs / 256 for bs in (256, 2048) for seed in (0, 1)}
+    # a chunk of one run at a time: the control waits for AutoWU's record, then a later driver runs it
+    spec1 = sw.spec_from_dict(base_spec(batch_sizes=[256], seeds=1, schedulers={
+        "auto": {}, "fixed@auto": {"sched": "fixed", "warmup_epochs": 5, "lr_from": "auto"}}))
+    sweep1 = sw.Sweep(spec1, tmp_path / "r1", tmp_path / "c1")
+    first = SwitchingExecutor(sweep1)
+    d = sw.Driver(sweep1, first, max_runs=1)
+    assert d.tune() and not d.final()
+    (left,) = [f for f in sweep1.stages_doc(sweep1.plan(d.results), d.results)["final_runs"]
+               if f["method"] == "fixed@auto"]
+    assert left["status"] == "missing" and left["lr"] == 0.01 and left["run_id"] not in first.calls
+    second = SwitchingExecutor(sweep1)
+    d = sw.Driver(sweep1, second, max_runs=1)
+    assert d.tune() and d.final() and len(second.calls) == 1
+    assert sweep1.stages_doc(sweep1.plan(d.results), d.results)["complete"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(not FASHION_HERE, reason="Fashion-MNIST is not installed")
+def test_labelled_variant_and_control_train_for_real(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autolr import results as res
+
+    spec = tiny_spec(tmp_path, "labels", batch_sizes=[256], schedulers={
+        "auto": {}, "auto-init1e-4": {"sched": "auto", "init_lr": 1.0e-4},
+        "fixed@auto": {"sched": "fixed", "warmup_epochs": 1, "lr_from": "auto"}})
+    rc = sw.main([str(spec), "--results-root", str(tmp_path / "results"), "--ckpt-root", str(tmp_path / "ckpt")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    sweep_dir = tmp_path / "results" / "labels"
+    doc = json.loads((sweep_dir / "stages.json").read_text())
+    assert doc["complete"]
+    finals = {f["method"]: f for f in doc["final_runs"]}
+    recs = {m: json.loads((sweep_dir / "runs" / f"{f['run_id']}.json").read_text()) for m, f in finals.items()}
+    assert recs["auto-init1e-4"]["config"]["sched"] == "auto" and recs["auto-init1e-4"]["config"]["init_lr"] == 1e-4
+    # the control trained at exactly the LR AutoWU's run switched to, and was charged no tuning run
+    switch = recs["auto"]["autowu"]["switch_lr"]
+    assert recs["fixed@auto"]["config"]["sched"] == "fixed" and recs["fixed@auto"]["config"]["lr"] == switch
+    assert finals["fixed@auto"]["lr_from_run"] == finals["auto"]["run_id"]
+    (charge,) = doc["tuning_charge"]
+    assert charge["method"] == "fixed@auto" and charge["runs"] == 0
+    # the table has one column per label
+    df, md = res.build_table(sweep_dir, write=False)
+    assert sorted(df["method"]) == ["auto", "auto-init1e-4", "fixed@auto"]
+    assert (df.set_index("method").loc["fixed@auto", "tuning_runs"]) == 0
+    header = next(ln for ln in md.splitlines() if ln.startswith("| model"))
+    assert header.endswith("| AutoWU | auto-init1e-4 | fixed@auto |"), header
