@@ -37,6 +37,13 @@ continues an interrupted run from its checkpoint (``checkpoints/<name>/<run_id>/
 train.py processes (one GPU each), ``--executor slurm`` submits submitit job arrays (``--cluster
 local`` takes the same path on this machine).
 
+Checks before anything runs: sweep keys are train.py's exact flag names (never prefixes, which
+argparse would take), every value has its type, and every run is checked the way train.py checks it
+before training (``check_run``); a bad file is one line and exit code 2. A results folder belongs to
+the sweep file that wrote its stages.json: an edited file is refused, saying what changed, unless
+``--start-over`` (records are kept; runs the new file shares reuse them); adding a scheduler entry is
+additive and allowed. One driver per results folder (and per checkpoint folder) at a time.
+
 ``results/<name>/stages.json`` (atomic, rewritten after every run):
 ``schema``, ``name``, ``sweep_file``, ``spec`` (the sweep with its defaults filled), ``complete``,
 ``missing_runs`` (distinct runs still to do), ``updated_at``,
@@ -115,6 +122,9 @@ NEVER_TUNED = ("auto", "autoplus")
 #: flags the sweep sets itself per run: a sweep file may not set them in train_args
 _MANAGED = {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset", "legw_b0", "out", "ckpt_dir",
             "resume", "progress", "warmup_epochs", "init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
+#: flags a scheduler entry may not set either: where and what the sweep runs
+_SWEEP_SET = {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset", "legw_b0", "out", "ckpt_dir",
+              "resume", "progress"}
 _SPEC_KEYS = {"name", "data", "subset", "epochs", "models", "opts", "batch_sizes", "seeds", "tuning_seed",
               "train_args", "schedulers", "max_extensions", "slurm", "description"}
 _SLURM_KEYS = {"nodes", "gpus_per_node", "partition", "time", "mem", "cpus_per_task", "account", "qos",
@@ -208,6 +218,55 @@ def _as_list(value: Any, what: str) -> list[Any]:
     return [value]
 
 
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    """A YAML mapping (or nothing: empty) with plain-name keys."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SweepError(f"{what} must be a mapping (key: value), got {type(value).__name__} {value!r}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise SweepError(f"{what}: keys must be names, got {bad!r}")
+    return dict(value)
+
+
+def _scalar(value: Any, what: str) -> Any:
+    """A train.py flag value: a number, a string or a boolean, never a list or a mapping."""
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SweepError(f"{what} must be finite, got {value!r}")
+        return value
+    raise SweepError(f"{what} must be a single value, got {type(value).__name__} {value!r}")
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SweepError(f"{what} must hold numbers, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise SweepError(f"{what} must hold finite numbers, got {value!r}")
+    return float(value)
+
+
+def _known_flag(key: str, known: Iterable[str], what: str) -> None:
+    """Exact train.py flag names only: argparse would take a prefix (epoch -> --epochs) silently."""
+    import difflib
+
+    known = sorted(known)
+    if key not in known:
+        # the flag argparse would have taken the prefix for, else the closest name
+        near = [k for k in known if k.startswith(key)][:1] or difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise SweepError(f"{what}: {key!r} is not a train.py flag{hint}; use the exact name of a flag "
+                         "(underscores for dashes)")
+
+
+def _train_flags() -> set[str]:
+    """train.py's flag names as sweep keys: --warmup-epochs is warmup_epochs."""
+    return {a.dest for a in _parser()._actions if a.option_strings and a.dest != "help"}
+
+
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SweepError(f"{what} must be a positive integer, got {value!r}")
@@ -236,15 +295,23 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
     if subset is not None:
         subset = _positive_int(subset, f"{where}: subset")
     epochs = _positive_int(raw.get("epochs", recipe.epochs), f"{where}: epochs")
-    models = tuple(str(m) for m in _as_list(raw.get("models", list(recipe.models)), f"{where}: models"))
-    opts = tuple(str(o) for o in _as_list(raw.get("opts", list(recipe.opts)), f"{where}: opts"))
+    names: dict[str, tuple[str, ...]] = {}
+    for key, default in (("models", recipe.models), ("opts", recipe.opts)):
+        vals = _as_list(raw.get(key, list(default)), f"{where}: {key}")
+        if not all(isinstance(v, str) and v for v in vals):
+            raise SweepError(f"{where}: {key} must be a list of names, got {vals!r}")
+        names[key] = tuple(vals)
+    models, opts = names["models"], names["opts"]
     bss = [_positive_int(b, f"{where}: batch_sizes") for b in _as_list(raw.get("batch_sizes",
                                                                                 list(recipe.batch_sizes)), "bs")]
     if len(set(bss)) != len(bss):
         raise SweepError(f"{where}: batch_sizes has duplicates: {bss}")
     seeds_raw = raw.get("seeds", recipe.seeds)
     if isinstance(seeds_raw, list):
-        seeds = tuple(int(s) for s in seeds_raw)
+        # 0.5 or "1" is not a seed: int() would make [0.5, 1.7] the seeds 0 and 1 without a word
+        if not all(isinstance(sd, int) and not isinstance(sd, bool) for sd in seeds_raw):
+            raise SweepError(f"{where}: seeds must be a count or a list of integers, got {seeds_raw!r}")
+        seeds = tuple(seeds_raw)
     else:
         seeds = tuple(range(_positive_int(seeds_raw, f"{where}: seeds")))
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
@@ -256,13 +323,23 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
     if isinstance(max_ext, bool) or not isinstance(max_ext, int) or max_ext < 0:
         raise SweepError(f"{where}: max_extensions must be a non-negative integer")
 
-    train_args = dict(raw.get("train_args") or {})
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise SweepError(f"{where}: description must be text")
+    flags = _train_flags()
+    train_args = _mapping(raw.get("train_args"), f"{where}: train_args")
+    for key, value in train_args.items():
+        _known_flag(key, flags, f"{where}: train_args")
+        _scalar(value, f"{where}: train_args: {key}")
     clash = set(train_args) & _MANAGED
     if clash:
         raise SweepError(f"{where}: train_args may not set {sorted(clash)}: the sweep sets them (top-level keys "
                          "or the scheduler's own options)")
     scheds_raw = raw.get("schedulers")
-    if not isinstance(scheds_raw, Mapping) or not scheds_raw:
+    if scheds_raw is not None and not isinstance(scheds_raw, Mapping):
+        raise SweepError(f"{where}: schedulers must be a mapping of labels to options, got "
+                         f"{type(scheds_raw).__name__}")
+    if not scheds_raw:
         raise SweepError(f"{where}: schedulers must map scheduler names to their options")
     schedulers: dict[str, dict[str, Any]] = {}
     for method, opts_raw in scheds_raw.items():
@@ -270,7 +347,17 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
             raise SweepError(f"{where}: scheduler label {method!r} must be a plain name (letters, digits, _.@+-)")
         if opts_raw is not None and not isinstance(opts_raw, Mapping):
             raise SweepError(f"{where}: {method}: options must be a mapping ({{lr: [..], ...}}), got {opts_raw!r}")
-        o = dict(opts_raw or {})
+        o = _mapping(opts_raw, f"{where}: {method}")
+        for key, value in o.items():
+            if key in ("sched", "lr_from"):
+                if not isinstance(value, str):
+                    raise SweepError(f"{where}: {method}: {key} must be a label, got {value!r}")
+            elif key != "lr":
+                _known_flag(key, flags - _SWEEP_SET, f"{where}: {method}")
+                _scalar(value, f"{where}: {method}: {key}")
+        both = sorted(set(o) & set(train_args))
+        if both:
+            raise SweepError(f"{where}: {method}: {both} set both here and in train_args: set each flag once")
         sched = o.get("sched", method)
         if sched not in SCHEDULERS:
             what = f"{method}: unknown sched {sched!r}" if "sched" in o else (
@@ -289,7 +376,8 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
             if "lr" in o:
                 raise SweepError(f"{where}: {method} is never tuned: it takes no lr grid")
         else:
-            grid = [float(v) for v in _as_list(o.get("lr"), f"{where}: {method}: lr")] if "lr" in o else []
+            values = _as_list(o.get("lr"), f"{where}: {method}: lr") if "lr" in o else []
+            grid = [_number(v, f"{where}: {method}: the lr grid") for v in values]
             if not grid:
                 raise SweepError(f"{where}: {method} needs an lr grid (lr: [..])")
             if min(grid) <= 0 or len(set(grid)) != len(grid):
@@ -307,7 +395,7 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
         if src_o.get("sched", src) not in NEVER_TUNED or "lr_from" in src_o:
             raise SweepError(f"{where}: {method}: lr_from {src!r} must name a never-tuned method "
                              f"({', '.join(NEVER_TUNED)} or a variant of one): its runs find their own LR")
-    slurm = dict(raw.get("slurm") or {})
+    slurm = _mapping(raw.get("slurm"), f"{where}: slurm")
     bad = set(slurm) - _SLURM_KEYS
     if bad:
         raise SweepError(f"{where}: unknown slurm keys {sorted(bad)}; known: {sorted(_SLURM_KEYS)}")
@@ -344,7 +432,10 @@ def _train_module() -> ModuleType:
 
 @lru_cache(maxsize=1)
 def _parser() -> argparse.ArgumentParser:
-    return _train_module().build_parser()
+    p = _train_module().build_parser()
+    # a run_id is computed only from exact flags: a prefix (--epoch for --epochs) is an error here
+    p.allow_abbrev = False
+    return p
 
 
 def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
@@ -362,16 +453,89 @@ def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
 
 
 @cache
-def _run_id(argv: tuple[str, ...]) -> str:
+def _resolve(argv: tuple[str, ...]) -> tuple[argparse.Namespace, dict[str, Any], str]:
+    """train.py's parse, config and run_id of these flags (cached: do not modify the results)."""
     train = _train_module()
     try:
         args = _parser().parse_args(list(argv))
     except SystemExit:
         raise SweepError(f"train.py rejects the flags {' '.join(argv)}") from None
     try:
-        return train.run_id_of(train.resolve_config(args))
+        cfg = train.resolve_config(args)
     except train.UsageError as err:
         raise SweepError(f"train.py rejects a run of this sweep: {err} (flags: {' '.join(argv)})") from None
+    return args, cfg, train.run_id_of(cfg)
+
+
+def _run_id(argv: tuple[str, ...]) -> str:
+    return _resolve(argv)[2]
+
+
+@cache
+def _model_takes(model: str, data: str, num_classes: int, in_chans: int, image_size: int) -> str | None:
+    """Why ``model`` cannot train on these images, or None (train.py's own check: one forward pass)."""
+    import torch
+
+    from autolr.models import build_model
+
+    try:
+        net = build_model(model, num_classes=num_classes, in_chans=in_chans)
+    except ValueError as err:
+        return str(err)
+    shape = (2, in_chans, image_size, image_size)
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(shape))
+    except Exception as err:  # noqa: BLE001 - any failure here means "wrong model for this data"
+        return (f"--model {model} does not take {data} images ({'x'.join(map(str, shape[1:]))}): "
+                f"{type(err).__name__}: {str(err)[:120]}")
+    return None
+
+
+def check_run(argv: Sequence[str], world: int = 1) -> None:
+    """Raise SweepError (one line) where train.py would refuse this run before training.
+
+    The checks train.py makes once the config is resolved, before it writes anything: the split
+    sizes, the batch over processes and micro-batches, the model on this dataset's images, and the
+    schedule's settings on a stand-in optimizer. Keep in step with train.py's ``train``.
+    """
+    import torch
+
+    from autolr import build_scheduler
+    from autolr.data import DataError, dataset_info
+
+    args, cfg, _ = _resolve(tuple(argv))
+    try:
+        info = dataset_info(cfg["data"], subset=cfg["subset"], val_size=cfg["val_size"])
+    except DataError as err:
+        raise SweepError(str(err)) from None
+    if info["train_size"] < 1:
+        raise SweepError(f"--val-size {cfg['val_size']} leaves no training examples of {cfg['data']}")
+    bs = cfg["bs"]
+    if bs > info["train_size"]:
+        raise SweepError(f"batch {bs} exceeds the training split of {info['train_size']} examples")
+    if bs % world:
+        raise SweepError(f"batch {bs} does not split over {world} processes: use a multiple of {world}")
+    per_rank = bs // world
+    if args.micro_bs is not None and args.micro_bs > per_rank:
+        raise SweepError(f"micro_bs {args.micro_bs} is larger than the per-process batch {per_rank} (batch {bs})")
+    micro = min(cfg["micro_bs"], per_rank)
+    if per_rank % micro:
+        raise SweepError(f"micro-batch {micro} does not divide the per-process batch {per_rank} (batch {bs} over "
+                         f"{world} processes): use a batch size that is a multiple of it, or set micro_bs")
+    why = _model_takes(cfg["model"], cfg["data"], info["num_classes"], info["in_chans"], info["image_size"])
+    if why is not None:
+        raise SweepError(why)
+    opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
+    if cfg["sched"] == "auto":
+        opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
+                    decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
+    try:
+        build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                        steps_per_epoch=max(1, info["train_size"] // bs), total_epochs=cfg["epochs"], batch_size=bs,
+                        **opts)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -623,25 +787,35 @@ class Sweep:
         """Flags that say where things go: not part of any run_id."""
         return ["--out", str(self.runs_dir), "--ckpt-dir", str(self.ckpt_dir), "--resume", "--progress", "off"]
 
-    def validate(self) -> None:
-        """Every run of the sweep must be one train.py accepts, before anything runs."""
+    def validate(self, world: int = 1) -> None:
+        """Every run of the sweep must be one train.py accepts (``check_run``), before anything runs.
+
+        Each scheduler at every batch size with every value of its grid (a control with a stand-in
+        LR) and the largest seed; ``world``: processes per run (a multi-GPU slurm job).
+        """
         from autolr.data import DataError, dataset_info
 
         s = self.spec
         try:
-            info = dataset_info(s.data, subset=s.subset)
+            info = dataset_info(s.data, subset=s.subset, val_size=s.train_args.get("val_size"))
         except DataError as err:
             raise SweepError(str(err)) from None
         too_big = [b for b in s.batch_sizes if b > info["train_size"]]
         if too_big:
             raise SweepError(f"batch sizes {too_big} exceed the training split of {info['train_size']} examples")
+        seed = max(*s.seeds, s.tuning_seed)
         for method, o in s.schedulers.items():
             # a control's LR comes later; any positive value checks the rest of its flags
-            lr = None if s.sched_of(method) in NEVER_TUNED else o["lr"][0] if "lr" in o else 0.01
+            lrs: Sequence[float | None] = ([None] if s.sched_of(method) in NEVER_TUNED else o.get("lr", (0.01,)))
             for model in s.models:
                 for opt in s.opts:
                     for bs in s.batch_sizes:
-                        self.make_run("final", method, model, opt, bs, s.tuning_seed, lr)
+                        for lr in lrs:
+                            run = self.make_run("final", method, model, opt, bs, seed, lr)
+                            try:
+                                check_run(run.argv, world)
+                            except SweepError as err:
+                                raise SweepError(f"train.py would refuse {run.label()}: {err}") from None
 
     # -- plan -------------------------------------------------------------------------------------
     def plan(self, results: Mapping[str, RunResult]) -> Plan:
@@ -1124,6 +1298,40 @@ class SubmititExecutor:
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
+#: parts of a sweep file that may change under the same results folder: where it runs, and its path
+_FREE_TO_CHANGE = ("slurm", "path")
+
+
+def spec_changes(sweep: Sweep) -> str | None:
+    """What changed in the sweep file since its stages.json was written, or None.
+
+    A results folder belongs to the file that made it: an edited file (another grid, seeds or
+    epochs) under the same name would otherwise take it over silently. Adding a scheduler entry
+    is additive (the existing entries' runs and records stay what they were) and allowed, as are
+    changes to ``slurm:`` and to the file's path.
+    """
+    try:
+        old = json.loads(sweep.stages_path.read_text()).get("spec")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(old, dict):
+        return None
+    new = json.loads(json.dumps(sweep.spec.to_dict()))
+    what = [k for k in sorted(set(old) | set(new))
+            if k not in (*_FREE_TO_CHANGE, "schedulers") and old.get(k) != new.get(k)]
+    parts = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in what]
+    old_s, new_s = old.get("schedulers") or {}, new.get("schedulers") or {}
+    gone = [m for m in old_s if m not in new_s]
+    edited = [m for m in old_s if m in new_s and old_s[m] != new_s[m]]
+    if gone:
+        parts.append(f"scheduler entries removed: {', '.join(gone)}")
+    parts += [f"scheduler {m} {old_s[m]} -> {new_s[m]}" for m in edited]
+    if not parts:
+        return None
+    return f"{sweep.spec.path or sweep.spec.name} differs from the sweep that wrote {sweep.stages_path} (" + \
+        "; ".join(parts) + ")"
+
+
 @contextlib.contextmanager
 def _sweep_lock(path: Path) -> Iterator[None]:
     """One driver per sweep: two would run the same missing runs twice."""
@@ -1326,6 +1534,9 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--only-stage", choices=["tune", "final"], default=None)
     p.add_argument("--max-runs", type=int, default=None, help="run at most K missing runs, then stop (resumable)")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    p.add_argument("--start-over", action="store_true",
+                   help="the sweep file changed since its results folder was written: make the folder this file's "
+                        "(records are kept, and runs the new file shares reuse them)")
     p.add_argument("--device-kind", choices=["cpu", "gpu"], default=None,
                    help="cost estimate for this device (default: gpu when CUDA is here or --executor slurm)")
     return p
@@ -1342,7 +1553,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError("--max-runs must be >= 0")
         spec = load_spec(args.sweep_file)
         sweep = Sweep(spec, args.results_root, args.ckpt_root)
-        sweep.validate()
+        world = 1
+        if args.executor == "slurm":
+            sp = slurm_parameters(spec)
+            if sp["gpus_per_node"] > 1 or sp["nodes"] > 1:
+                world = sp["gpus_per_node"] * sp["nodes"]
+        sweep.validate(world)
+        changed = spec_changes(sweep)
         if args.dry_run:
             kind = args.device_kind
             if kind is None:
@@ -1354,8 +1571,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("data: present")
             except SweepError as err:
                 print(f"data: MISSING: {err}")
+            if changed:
+                print(f"note: {changed}; a run would refuse it without --start-over")
             _print_dry_run(sweep, kind, args.executor)
             return 0
+        if changed and not args.start_over:
+            raise SweepError(f"{changed}: rename the sweep (name:) to keep both, or pass --start-over to make "
+                             f"{sweep.dir} this file's (records are kept; runs it shares reuse them)")
         data_root = spec.train_args.get("data_root", "data")
         check_data(spec.data, data_root, download=args.download)
         if args.executor == "local" and spec.train_args.get("loader", "ffcv") == "ffcv":
@@ -1376,7 +1598,8 @@ def main(argv: list[str] | None = None) -> int:
             executor = InProcessExecutor(sweep)
         else:
             executor = SubprocessExecutor(sweep, args.jobs)
-        with _sweep_lock(sweep.ckpt_dir / ".sweep.lock"):
+        # the results folder is the sweep's identity; its checkpoints must not be shared either
+        with _sweep_lock(sweep.dir / ".sweep.lock"), _sweep_lock(sweep.ckpt_dir / ".sweep.lock"):
             driver = Driver(sweep, executor, args.max_runs)
             print(f"sweep {spec.name}: {len(driver.results)} records in {sweep.runs_dir}"
                   + (f"; {len(driver.retried)} failed runs will be tried again" if driver.retried else ""))

@@ -649,3 +649,127 @@ def test_labelled_variant_and_control_train_for_real(tmp_path: Path, capsys: pyt
     assert (df.set_index("method").loc["fixed@auto", "tuning_runs"]) == 0
     header = next(ln for ln in md.splitlines() if ln.startswith("| model"))
     assert header.endswith("| AutoWU | auto-init1e-4 | fixed@auto |"), header
+
+
+# ---------------------------------------------------------------------------------------------
+# bad sweep files (issue 12): one line, exit 2, nothing run or written
+# ---------------------------------------------------------------------------------------------
+def run_main_on(tmp_path: Path, spec: dict[str, Any], *extra: str) -> tuple[int, str, str]:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    rc = sw.main([str(path), "--results-root", str(tmp_path / "results"), "--ckpt-root", str(tmp_path / "ckpt"),
+                  *extra])
+    return rc, path.read_text(), str(path)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("sweep: error: "), err
+    return err
+
+
+@pytest.mark.timeout(60)
+def test_flags_are_exact_names_never_prefixes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse would read --epoch as --epochs and --warmup as --warmup-epochs without a word
+    for spec, msg in ((base_spec(train_args={"loader": "tensor", "epoch": 3}), "'epoch' is not a train.py flag "
+                       "(did you mean epochs?)"),
+                      (base_spec(schedulers={"fixed": {"lr": [1e-2], "warmup": 2}}), "fixed: 'warmup' is not a "
+                       "train.py flag (did you mean warmup_epochs?)"),
+                      (base_spec(schedulers={"fixed": {"lr": [1e-2], "epochs": 2}}), "'epochs' is not a train.py "
+                       "flag"),
+                      (base_spec(train_args={"loader": "tensor", "wd": 0.1},
+                                 schedulers={"fixed": {"lr": [1e-2], "wd": 0.2}}), "set both here and in train_args")):
+        with pytest.raises(sw.SweepError) as info:
+            sw.spec_from_dict(spec)
+        assert msg in str(info.value) and "\n" not in str(info.value)
+        assert sw.main([str(tmp_path / "none.yaml")]) == 2  # (a missing file is one line too)
+        capsys.readouterr()
+    # the run_id is never computed from an abbreviation
+    with pytest.raises(sw.SweepError, match="rejects the flags"):
+        sw._run_id(("--data", "fashion-mnist", "--epoch", "3"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", ["unknown model", "micro-batch", "nan lr", "warmup as long as the run",
+                                  "explicit micro-batch"])
+def test_dry_run_checks_every_run_like_train(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = base_spec(subset=6000, batch_sizes=[256, 1024], seeds=1,
+                     schedulers={"auto": {}, "fixed": {"lr": [1e-2, 3.16e-2], "warmup_epochs": 1}})
+    expect = {"unknown model": "unknown model 'cnn_fahsion'", "micro-batch": "micro-batch 256 does not divide",
+              "nan lr": "must hold finite numbers", "warmup as long as the run": "leaves no decay",
+              "explicit micro-batch": "micro-batch 96 does not divide"}[case]
+    if case == "unknown model":
+        spec["models"] = ["cnn_fashion", "cnn_fahsion"]
+    elif case == "micro-batch":
+        spec["batch_sizes"] = [256, 640]
+    elif case == "nan lr":
+        spec["schedulers"]["fixed"]["lr"] = [1e-2, float("nan")]
+    elif case == "warmup as long as the run":
+        spec["schedulers"]["fixed"]["warmup_epochs"] = 10
+    else:
+        spec["train_args"] = {"loader": "tensor", "micro_bs": 96}
+    for extra in (("--dry-run",), ()):
+        rc, _, _ = run_main_on(tmp_path, spec, *extra)
+        assert rc == 2
+        assert expect in one_line_error(capsys)
+        assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", ["schedulers list", "options list", "lr strings", "seed strings", "seed floats",
+                                  "train_args list", "slurm list", "models mapping", "flag value list"])
+def test_wrongly_typed_values_are_one_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = base_spec()
+    expect = {
+        "schedulers list": (("schedulers", ["auto", "fixed"]), "schedulers must be a mapping"),
+        "options list": (("schedulers", {"fixed": [1e-2, 3e-2]}), "fixed: options must be a mapping"),
+        "lr strings": (("schedulers", {"fixed": {"lr": ["0.01", "big"]}}), "the lr grid must hold numbers"),
+        "seed strings": (("seeds", ["0", "1"]), "seeds must be a count or a list of integers"),
+        "seed floats": (("seeds", [0.5, 1.7]), "seeds must be a count or a list of integers"),
+        "train_args list": (("train_args", ["loader", "tensor"]), "train_args must be a mapping"),
+        "slurm list": (("slurm", ["gpu"]), "slurm must be a mapping"),
+        "models mapping": (("models", {"cnn_fashion": 1}), "models must be a list of names"),
+        "flag value list": (("train_args", {"loader": ["tensor"]}), "train_args: loader must be a single value"),
+    }
+    (key, value), msg = expect[case]
+    spec[key] = value
+    rc, _, _ = run_main_on(tmp_path, spec, "--dry-run")
+    assert rc == 2 and msg in one_line_error(capsys)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not FASHION_HERE, reason="Fashion-MNIST is not installed")
+def test_an_edited_sweep_file_does_not_take_over_its_folder(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    spec = base_spec(subset=6000, batch_sizes=[256], seeds=1,
+                     schedulers={"auto": {}, "fixed": {"lr": [1e-2, 3.16e-2], "warmup_epochs": 1}})
+    assert run_main_on(tmp_path, spec, "--max-runs", "0")[0] == 0
+    stages = tmp_path / "results" / "t" / "stages.json"
+    first = stages.read_text()
+    capsys.readouterr()
+    edited = {**spec, "epochs": 12, "schedulers": {"auto": {}, "fixed": {"lr": [1e-2], "warmup_epochs": 1}}}
+    assert run_main_on(tmp_path, edited, "--max-runs", "0")[0] == 2
+    err = one_line_error(capsys)
+    assert "epochs 10 -> 12" in err and "scheduler fixed" in err and "--start-over" in err
+    assert stages.read_text() == first
+    # the dry run says so without refusing
+    assert run_main_on(tmp_path, edited, "--dry-run")[0] == 0
+    assert "a run would refuse it without --start-over" in capsys.readouterr().out
+    # a new scheduler entry is an additive change: allowed
+    added = {**spec, "schedulers": {**spec["schedulers"], "fixed@auto": {"sched": "fixed", "lr_from": "auto"}}}
+    assert run_main_on(tmp_path, added, "--max-runs", "0")[0] == 0
+    assert "fixed@auto" in json.loads(stages.read_text())["spec"]["schedulers"]
+    capsys.readouterr()
+    assert run_main_on(tmp_path, edited, "--max-runs", "0", "--start-over")[0] == 0
+    assert json.loads(stages.read_text())["spec"]["epochs"] == 12
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not FASHION_HERE, reason="Fashion-MNIST is not installed")
+def test_one_driver_per_results_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = base_spec(subset=6000, batch_sizes=[256], seeds=1, schedulers={"auto": {}})
+    sweep = sw.Sweep(sw.spec_from_dict(spec), tmp_path / "results", tmp_path / "elsewhere")
+    with sw._sweep_lock(sweep.dir / ".sweep.lock"):
+        # another checkpoint root does not make it another sweep: the same records would be made twice
+        rc, _, _ = run_main_on(tmp_path, spec, "--max-runs", "0")
+    assert rc == 2 and "another sweep driver holds" in one_line_error(capsys)
