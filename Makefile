@@ -55,8 +55,21 @@ define run_sweep
 	$(BIN)/python -m autolr.results results/$(1) && $(BIN)/python -m autolr.plots results/$(1) plots/$(1) && exit $$rc
 endef
 
+# The demo trains every run for real into DEMO_DIR (git-ignored), builds its table and figures
+# there, then compares each run with the committed record of the same run_id in results/demo
+# (CPU runs are bitwise reproducible at the same thread count). A second `make demo` trains nothing
+# and compares again; `rm -rf build/demo-rerun` starts over.
+DEMO_DIR ?= build/demo-rerun
+DEMO_SWEEP = $(BIN)/python -m autolr.sweep sweeps/demo.yaml --results-root $(DEMO_DIR) --ckpt-root $(DEMO_DIR)/checkpoints
 demo: setup
-	$(call run_sweep,demo)
+	@echo "$(DEMO_SWEEP) $(SWEEP_FLAGS)"; rc=0; \
+	$(DEMO_SWEEP) $(SWEEP_FLAGS) || rc=$$?; \
+	if [ $$rc -ne 0 ] && [ $$rc -ne 1 ]; then exit $$rc; fi; \
+	$(BIN)/python -m autolr.results $(DEMO_DIR)/demo && $(BIN)/python -m autolr.plots $(DEMO_DIR)/demo $(DEMO_DIR)/plots \
+	  || exit $$?; \
+	echo "demo: table $(DEMO_DIR)/demo/TABLE.md, figures $(DEMO_DIR)/plots/; the reference: results/demo"; \
+	$(DEMO_SWEEP) --max-runs 0 --compare results/demo || rc=$$?; \
+	exit $$rc
 
 reproduce-fashion: setup
 	$(call run_sweep,fashion)

@@ -979,9 +979,83 @@ class Sweep:
         }
 
     def write_stages(self, plan: Plan, results: Mapping[str, RunResult]) -> dict[str, Any]:
+        """Write stages.json, unless only its timestamp would change (a clean checkout stays clean)."""
+        train = _train_module()
         doc = self.stages_doc(plan, results)
-        _train_module().atomic_write_json(self.stages_path, doc)
+        try:
+            old = json.loads(self.stages_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        new = json.loads(json.dumps(train.finite_or_none(doc)))
+        if isinstance(old, dict) and {**old, "updated_at": None} == {**new, "updated_at": None}:
+            return doc
+        train.atomic_write_json(self.stages_path, doc)
         return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison with a reference (a rerun against the committed records)
+# ---------------------------------------------------------------------------------------------
+def _raw_record(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def compare_runs(sweep: Sweep, results: Mapping[str, RunResult], ref: str | os.PathLike[str],
+                 tolerance: float = 0.0) -> tuple[bool, list[str]]:
+    """Compare every recorded run of the sweep with the reference record of the same run_id.
+
+    ``ref`` is a sweep folder (``results/demo``) or its ``runs/``. A run matches when both ended
+    alike and their final test accuracies differ by at most ``tolerance`` (0: identical). Returns
+    whether every run matched, and the lines to print: a summary first, then one per difference.
+    A difference names the runs' CPU thread counts and devices where they differ (CPU numbers
+    depend on the thread count).
+    """
+    ref_dir = Path(ref)
+    if (ref_dir / "runs").is_dir():
+        ref_dir = ref_dir / "runs"
+    if not ref_dir.is_dir():
+        raise SweepError(f"--compare {ref}: no such folder of records")
+    plan = sweep.plan(results)
+    labels: dict[str, str] = {}
+    for r in [*plan.tuning_runs, *plan.final_runs]:
+        labels.setdefault(r.run_id, f"{r.stage} {r.label()}")
+    ours = [rid for rid in labels if rid in results and results[rid].recorded]
+    matched, differ, no_ref = 0, [], []
+    for rid in ours:
+        mine = _raw_record(sweep.runs_dir / f"{rid}.json") or {}
+        theirs = _raw_record(ref_dir / f"{rid}.json")
+        if theirs is None:
+            no_ref.append(rid)
+            continue
+        a, b = results[rid], read_record(ref_dir / f"{rid}.json")
+        ta, tb = a.test_acc, None if b is None else b.test_acc
+        same_status = b is not None and a.status == b.status
+        if same_status and (ta == tb or (ta is not None and tb is not None and abs(ta - tb) <= tolerance)):
+            matched += 1
+            continue
+        what = (f"test acc {ta} vs {tb} (delta {ta - tb:+.4g})" if ta is not None and tb is not None
+                else f"status {a.status} vs {None if b is None else b.status}, test acc {ta} vs {tb}")
+        env_a, env_b = mine.get("env") or {}, theirs.get("env") or {}
+        for key, name in (("cpu_threads", "CPU threads"), ("device", "device"), ("device_name", "device name")):
+            if key in env_a or key in env_b:
+                if env_a.get(key) != env_b.get(key):
+                    what += f"; {name} {env_a.get(key, 'not recorded')} here vs {env_b.get(key, 'not recorded')}"
+                elif key == "cpu_threads":
+                    what += f"; {env_a.get(key)} CPU threads in both"
+        differ.append(f"  differs: {labels[rid]} ({rid}): {what}")
+    compared = len(ours) - len(no_ref)
+    how = "identical" if tolerance == 0 else f"within {tolerance:g}"
+    head = f"{matched}/{compared} runs match the records in {ref} (test accuracy {how})"
+    if no_ref:
+        head += f"; {len(no_ref)} runs have no record there: {', '.join(no_ref[:5])}{' ...' if len(no_ref) > 5 else ''}"
+    missing = len(labels) - len(ours)
+    if missing:
+        head += f"; {missing} runs of the sweep have no record here yet"
+    return not differ and not no_ref, [head, *differ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1534,6 +1608,11 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--only-stage", choices=["tune", "final"], default=None)
     p.add_argument("--max-runs", type=int, default=None, help="run at most K missing runs, then stop (resumable)")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    p.add_argument("--compare", metavar="REFDIR", default=None,
+                   help="after the sweep, compare each run's record with REFDIR's record of the same run_id "
+                        "(e.g. results/demo); exit code 1 when any differs")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="--compare: largest difference in final test accuracy that still matches (default 0)")
     p.add_argument("--start-over", action="store_true",
                    help="the sweep file changed since its results folder was written: make the folder this file's "
                         "(records are kept, and runs the new file shares reuse them)")
@@ -1551,6 +1630,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError("--jobs must be at least 1")
         if args.max_runs is not None and args.max_runs < 0:
             raise SweepError("--max-runs must be >= 0")
+        if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+            raise SweepError("--tolerance must be a finite number >= 0")
+        if args.compare is not None and not Path(args.compare).is_dir():
+            raise SweepError(f"--compare {args.compare}: no such folder")
         spec = load_spec(args.sweep_file)
         sweep = Sweep(spec, args.results_root, args.ckpt_root)
         world = 1
@@ -1627,7 +1710,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{f' (plus up to {ext} extension runs)' if ext else ''}; run the same command again to continue")
     elif doc["complete"]:
         print(f"sweep {spec.name} complete")
-    return 1 if driver.no_record else 0
+    rc = 1 if driver.no_record else 0
+    if args.compare is not None:
+        try:
+            same, lines = compare_runs(sweep, driver.results, args.compare, args.tolerance)
+        except SweepError as err:
+            print(f"sweep: error: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
+        rc = rc or (0 if same else 1)
+    return rc
 
 
 if __name__ == "__main__":

@@ -773,3 +773,73 @@ def test_one_driver_per_results_folder(tmp_path: Path, capsys: pytest.CaptureFix
         # another checkpoint root does not make it another sweep: the same records would be made twice
         rc, _, _ = run_main_on(tmp_path, spec, "--max-runs", "0")
     assert rc == 2 and "another sweep driver holds" in one_line_error(capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# a rerun compared with the committed records; stages.json untouched when nothing changed
+# ---------------------------------------------------------------------------------------------
+class EnvExecutor(FakeExecutor):
+    """Records with a test accuracy and the env fields the comparison reads."""
+
+    def run(self, runs: list[sw.Run], done: Any) -> None:
+        for r in runs:
+            acc = 0.6 if r.lr is None else 0.8 - 0.1 * abs(math.log10(r.lr / 0.01))
+            rec = {"run_id": r.run_id, "config": {}, "outcome": {"status": "finished", "error": None},
+                   "final": {"val_acc": acc, "test_acc": acc}, "env": {"device": "cpu", "cpu_threads": 2}}
+            (self.sweep.runs_dir).mkdir(parents=True, exist_ok=True)
+            (self.sweep.runs_dir / f"{r.run_id}.json").write_text(json.dumps(rec))
+            done(r, sw.Outcome(0, None, 0.01))
+
+
+@pytest.mark.timeout(120)
+def test_compare_a_rerun_with_reference_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = base_spec(subset=6000, batch_sizes=[256], seeds=1, schedulers={
+        "auto": {}, "fixed": {"lr": [1e-2, 3.16e-2], "warmup_epochs": 1}})
+    sweep = sw.Sweep(sw.spec_from_dict(spec), tmp_path / "results", tmp_path / "ckpt")
+    d = sw.Driver(sweep, EnvExecutor(sweep), max_runs=None)
+    assert d.tune() and d.final()
+    ref = tmp_path / "ref" / "t"
+    (ref / "runs").mkdir(parents=True)
+    for f in sweep.runs_dir.glob("*.json"):
+        (ref / "runs" / f.name).write_bytes(f.read_bytes())
+    ok, lines = sw.compare_runs(sweep, d.results, ref)
+    # two grid values, one extension (0.01 is best, on the edge) and AutoWU's final
+    assert ok and lines == [f"4/4 runs match the records in {ref} (test accuracy identical)"]
+    # one reference record trained with another thread count, and a hair apart
+    fixed_id = next(r.run_id for r in sweep.plan(d.results).tuning_runs if r.lr == 0.0316)
+    rec = json.loads((ref / "runs" / f"{fixed_id}.json").read_text())
+    rec["final"]["test_acc"] += 0.0013
+    rec["env"]["cpu_threads"] = 1
+    (ref / "runs" / f"{fixed_id}.json").write_text(json.dumps(rec))
+    ok, lines = sw.compare_runs(sweep, d.results, ref)
+    assert not ok and lines[0] == f"3/4 runs match the records in {ref} (test accuracy identical)"
+    assert lines[1].startswith(f"  differs: tune fixed cnn_fashion adamp bs 256 seed 0 lr 0.0316 ({fixed_id}): ")
+    assert "delta -0.0013" in lines[1] and "CPU threads 2 here vs 1" in lines[1]
+    ok, lines = sw.compare_runs(sweep, d.results, ref / "runs", tolerance=0.002)
+    assert ok and "4/4 runs match" in lines[0] and "(test accuracy within 0.002)" in lines[0]
+    (ref / "runs" / f"{fixed_id}.json").unlink()
+    ok, lines = sw.compare_runs(sweep, d.results, ref)
+    assert not ok and lines == [f"3/3 runs match the records in {ref} (test accuracy identical); 1 runs have no "
+                                f"record there: {fixed_id}"]
+    if FASHION_HERE:  # the command line: nothing left to run, the comparison, exit code 1 on a difference
+        rc, _, _ = run_main_on(tmp_path, spec, "--max-runs", "0", "--compare", str(ref))
+        out = capsys.readouterr().out
+        assert rc == 1 and "ran 0 runs" in out and out.strip().splitlines()[-1] == lines[0]
+        rc, _, _ = run_main_on(tmp_path, spec, "--compare", str(tmp_path / "nowhere"))
+        assert rc == 2 and "no such folder" in one_line_error(capsys)
+
+
+@pytest.mark.timeout(60)
+def test_stages_json_is_not_rewritten_for_a_timestamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = sw.Sweep(sw.spec_from_dict(base_spec(batch_sizes=[256], seeds=1, schedulers={"auto": {}})),
+                     tmp_path / "results", tmp_path / "ckpt")
+    sweep.write_stages(sweep.plan({}), {})
+    first = sweep.stages_path.read_bytes()
+    monkeypatch.setattr(sw.time, "strftime", lambda *a: "2999-01-01T00:00:00+0000")
+    doc = sweep.write_stages(sweep.plan({}), {})
+    assert doc["updated_at"].startswith("2999") and sweep.stages_path.read_bytes() == first
+    (run,) = sweep.plan({}).final_runs
+    write_record(sweep.runs_dir, run.run_id, "finished", 0.5)
+    results = sw.load_results(sweep.runs_dir)
+    sweep.write_stages(sweep.plan(results), results)
+    assert json.loads(sweep.stages_path.read_text())["complete"] is True
