@@ -296,14 +296,11 @@ def _yaml_expectations(spec: dict[str, Any] | None) -> tuple[list[tuple[str, str
 
 
 def _pick_best_lr(rows: list[dict[str, Any]]) -> float | None:
-    """Without stages.json: the LR a tuning stage would have chosen (best mean final val acc)."""
-    by_lr: dict[float | None, list[float]] = {}
-    for r in rows:
-        if r["status"] == OK and r["val_acc"] is not None:
-            by_lr.setdefault(r["base_lr"], []).append(r["val_acc"])
-    if not by_lr:
-        return None
-    return max(by_lr, key=lambda lr: (statistics.fmean(by_lr[lr]), -(lr or 0.0)))
+    """Without stages.json: the LR the sweep would have chosen, by its one rule (tuning seed's runs)."""
+    from autolr.sweep import TUNING_SEED, pick_lr, selection_score
+
+    return pick_lr({r["base_lr"]: selection_score(r["status"], r["val_acc"]) for r in rows
+                    if r.get("seed") == TUNING_SEED and r["base_lr"] is not None})
 
 
 def collate(sweep_dir: str | Path) -> Collation:

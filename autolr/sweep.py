@@ -574,9 +574,7 @@ class RunResult:
     @property
     def score(self) -> float:
         """Selection score: the final val accuracy; a diverged or failed run is the worst."""
-        if self.status != "finished" or self.val_acc is None or not math.isfinite(self.val_acc):
-            return -math.inf
-        return self.val_acc
+        return selection_score(self.status, self.val_acc)
 
 
 def read_record(path: Path) -> RunResult | None:
@@ -635,6 +633,30 @@ def extension_value(initial: Sequence[float], direction: str, k: int) -> float |
     return _round_sig(edge * (hi / lo) ** (sign * k))
 
 
+#: REPRODUCTION.md: the tuning seed's run decides each grid (the final seeds never do)
+TUNING_SEED = 0
+
+
+def selection_score(status: str | None, val_acc: float | None) -> float:
+    """The protocol's selection metric: final-epoch validation accuracy; a diverged or failed run is the worst."""
+    if status != "finished" or val_acc is None or not math.isfinite(val_acc):
+        return -math.inf
+    return float(val_acc)
+
+
+def pick_lr(scores: Mapping[float, float]) -> float | None:
+    """The protocol's one selection rule over the tuning seed's runs of a grid, LR -> ``selection_score``.
+
+    The best score wins, ties going to the smaller LR (the safer choice); when every run diverged
+    or failed, the smallest LR. None when there is no run at all. The sweep's ``decide_grid`` and
+    the tables' pick from records alone (``autolr.results``) both choose with it.
+    """
+    if not scores:
+        return None
+    best = max(scores.values())
+    return min(v for v, sc in scores.items() if sc == best)
+
+
 @dataclass
 class GridState:
     """One LR grid of one (method, model, opt, tuning bs): what was tried and what it chose."""
@@ -668,15 +690,13 @@ def decide_grid(state: GridState, result_of: Callable[[float], RunResult | None]
             state.needed, state.chosen, state.reason = missing, None, "pending"
             break
         scores = {v: result_of(v).score for v in grid}  # type: ignore[union-attr]
-        best_score = max(scores.values())
         direction = None
         why = ""
-        if best_score == -math.inf:
+        best = pick_lr(scores)
+        if scores[best] == -math.inf:  # type: ignore[index]
             direction, why = "down", "all runs diverged or failed"
             best = None
         else:
-            # ties go to the smaller LR: the safer choice
-            best = min(v for v in grid if scores[v] == best_score)
             if best == grid[-1] and len(grid) > 1:
                 direction, why = "up", "best on edge"
             elif best == grid[0] and len(grid) > 1:

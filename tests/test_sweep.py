@@ -843,3 +843,50 @@ def test_stages_json_is_not_rewritten_for_a_timestamp(tmp_path: Path, monkeypatc
     results = sw.load_results(sweep.runs_dir)
     sweep.write_stages(sweep.plan(results), results)
     assert json.loads(sweep.stages_path.read_text())["complete"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# one selection rule for the sweep and the tables
+# ---------------------------------------------------------------------------------------------
+def test_pick_lr_is_the_protocol_rule() -> None:
+    assert sw.pick_lr({1e-2: 0.8, 3e-2: 0.9, 1e-1: 0.9}) == 3e-2  # ties: the smaller LR
+    assert sw.pick_lr({1e-2: -math.inf, 3e-2: -math.inf}) == 1e-2  # all diverged: the smallest
+    assert sw.pick_lr({}) is None
+    assert sw.selection_score("diverged", 0.99) == -math.inf and sw.selection_score("finished", 0.5) == 0.5
+    assert sw.selection_score("finished", float("nan")) == -math.inf
+
+
+class ConfigExecutor(FakeExecutor):
+    """Records with the config fields the tables read; seed 0 prefers lr 0.01, seed 1 does badly there."""
+
+    VAL = {(0.01, 0): 0.80, (0.0316, 0): 0.79, (0.01, 1): 0.70, (0.0316, 1): 0.79}
+
+    def run(self, runs: list[sw.Run], done: Any) -> None:
+        for r in runs:
+            acc = 0.6 if r.lr is None else self.VAL[(r.lr, r.seed)]
+            cfg = {"data": "fashion-mnist", "model": r.model, "opt": r.opt, "bs": r.bs, "seed": r.seed,
+                   "sched": r.sched, "lr": r.lr, "epochs": 10}
+            rec = {"run_id": r.run_id, "config": cfg, "outcome": {"status": "finished", "error": None},
+                   "final": {"val_acc": acc, "test_acc": acc}}
+            self.sweep.runs_dir.mkdir(parents=True, exist_ok=True)
+            (self.sweep.runs_dir / f"{r.run_id}.json").write_text(json.dumps(rec))
+            done(r, sw.Outcome(0, None, 0.01))
+
+
+@pytest.mark.timeout(60)
+def test_the_tables_lr_is_the_sweeps_choice(tmp_path: Path) -> None:
+    from autolr import results as res
+
+    spec = sw.spec_from_dict(base_spec(batch_sizes=[256], seeds=2, max_extensions=0, schedulers={
+        "fixed": {"lr": [1e-2, 3.16e-2], "warmup_epochs": 1}}))
+    sweep = sw.Sweep(spec, tmp_path / "results", tmp_path / "ckpt")
+    d = sw.Driver(sweep, ConfigExecutor(sweep), max_runs=None)
+    assert d.tune() and d.final()
+    chosen = sweep.plan(d.results).grids[("fixed", "cnn_fashion", "adamp", 256)].chosen
+    assert chosen == 0.01  # seed 0's best; the mean over the seeds run at each LR would prefer 0.0316
+    df, _ = res.build_table(sweep.dir, write=False)
+    assert df.set_index("method").loc["fixed", "lr"] == chosen
+    # from the records alone (no stages.json) the table picks by the same rule
+    sweep.stages_path.unlink()
+    df, _ = res.build_table(sweep.dir, write=False)
+    assert df.set_index("method").loc["fixed", "lr"] == chosen
