@@ -84,7 +84,7 @@ def test_grid_expansion_runs_b0_and_seeds(tmp_path: Path) -> None:
     assert plan.pending_extensions == 2 * (1 + 1 + 3) * 2
 
     # the run_id is train.py's own, from the same flags given by hand
-    train = sw._train_module()
+    train = sw.spec._train_module()
     argv = ["--data", "fashion-mnist", "--model", "cnn_fashion", "--opt", "adamp", "--bs", "128", "--seed", "0",
             "--sched", "legw", "--epochs", "10", "--subset", "8000", "--lr", "0.01", "--warmup-epochs", "1",
             "--legw-b0", "128", "--loader", "tensor", "--out", "elsewhere", "--resume"]
@@ -323,7 +323,7 @@ def test_failed_runs_are_tried_again_by_the_next_driver(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # command line: dry run, data check
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_dry_run_lists_runs_and_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = sw.main([str(REPO / "sweeps" / "demo.yaml"), "--dry-run", "--device-kind", "cpu",
                   "--results-root", str(tmp_path)])
@@ -345,7 +345,7 @@ def test_dry_run_lists_runs_and_cost(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "rough estimate" in out
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_missing_cifar_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)  # data/ is relative: nothing here
@@ -370,7 +370,8 @@ def test_slurm_parameters() -> None:
     spec = sw.load_spec(REPO / "sweeps" / "imagenet.yaml")
     p = sw.slurm_parameters(spec)
     assert p["gpus_per_node"] == 8 and p["tasks_per_node"] == 1 and p["timeout_min"] > 0
-    assert sw._minutes("1-02:30:00") == 1590 and sw._minutes(90) == 90 and sw._mem_gb("512G") == 512
+    ex = sw.executors
+    assert ex._minutes("1-02:30:00") == 1590 and ex._minutes(90) == 90 and ex._mem_gb("512G") == 512
     job = sw.TrainJob(gpus_per_node=8)
     again = job.checkpoint(["--bs", "1024"])
     assert again.function is job and again.args == (["--bs", "1024"],)
@@ -686,10 +687,10 @@ def test_flags_are_exact_names_never_prefixes(tmp_path: Path, capsys: pytest.Cap
         capsys.readouterr()
     # the run_id is never computed from an abbreviation
     with pytest.raises(sw.SweepError, match="rejects the flags"):
-        sw._run_id(("--data", "fashion-mnist", "--epoch", "3"))
+        sw.runs._run_id(("--data", "fashion-mnist", "--epoch", "3"))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("case", ["unknown model", "micro-batch", "nan lr", "warmup as long as the run",
                                   "explicit micro-batch"])
 def test_dry_run_checks_every_run_like_train(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -737,7 +738,7 @@ def test_wrongly_typed_values_are_one_line(case: str, tmp_path: Path, capsys: py
     assert rc == 2 and msg in one_line_error(capsys)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 @pytest.mark.skipif(not FASHION_HERE, reason="Fashion-MNIST is not installed")
 def test_an_edited_sweep_file_does_not_take_over_its_folder(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -764,12 +765,12 @@ def test_an_edited_sweep_file_does_not_take_over_its_folder(tmp_path: Path,
     assert json.loads(stages.read_text())["spec"]["epochs"] == 12
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 @pytest.mark.skipif(not FASHION_HERE, reason="Fashion-MNIST is not installed")
 def test_one_driver_per_results_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = base_spec(subset=6000, batch_sizes=[256], seeds=1, schedulers={"auto": {}})
     sweep = sw.Sweep(sw.spec_from_dict(spec), tmp_path / "results", tmp_path / "elsewhere")
-    with sw._sweep_lock(sweep.dir / ".sweep.lock"):
+    with sw.driver._sweep_lock(sweep.dir / ".sweep.lock"):
         # another checkpoint root does not make it another sweep: the same records would be made twice
         rc, _, _ = run_main_on(tmp_path, spec, "--max-runs", "0")
     assert rc == 2 and "another sweep driver holds" in one_line_error(capsys)
@@ -791,7 +792,7 @@ class EnvExecutor(FakeExecutor):
             done(r, sw.Outcome(0, None, 0.01))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_compare_a_rerun_with_reference_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = base_spec(subset=6000, batch_sizes=[256], seeds=1, schedulers={
         "auto": {}, "fixed": {"lr": [1e-2, 3.16e-2], "warmup_epochs": 1}})
@@ -835,7 +836,7 @@ def test_stages_json_is_not_rewritten_for_a_timestamp(tmp_path: Path, monkeypatc
                      tmp_path / "results", tmp_path / "ckpt")
     sweep.write_stages(sweep.plan({}), {})
     first = sweep.stages_path.read_bytes()
-    monkeypatch.setattr(sw.time, "strftime", lambda *a: "2999-01-01T00:00:00+0000")
+    monkeypatch.setattr(time, "strftime", lambda *a: "2999-01-01T00:00:00+0000")
     doc = sweep.write_stages(sweep.plan({}), {})
     assert doc["updated_at"].startswith("2999") and sweep.stages_path.read_bytes() == first
     (run,) = sweep.plan({}).final_runs

@@ -1,0 +1,182 @@
+"""One train.py run of a sweep: its flags, its run_id and train.py's own checks of it (``check_run``),
+and what its record says (``RunResult``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from autolr.sweep.protocol import selection_score
+from autolr.sweep.spec import SweepError, _parser, _train_module
+
+
+def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        else:
+            # repr keeps every float exact (0.0316 stays 0.0316), so the run_id is stable
+            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+@cache
+def _resolve(argv: tuple[str, ...]) -> tuple[argparse.Namespace, dict[str, Any], str]:
+    """train.py's parse, config and run_id of these flags (cached: do not modify the results)."""
+    train = _train_module()
+    try:
+        args = _parser().parse_args(list(argv))
+    except SystemExit:
+        raise SweepError(f"train.py rejects the flags {' '.join(argv)}") from None
+    try:
+        cfg = train.resolve_config(args)
+    except train.UsageError as err:
+        raise SweepError(f"train.py rejects a run of this sweep: {err} (flags: {' '.join(argv)})") from None
+    return args, cfg, train.run_id_of(cfg)
+
+
+def _run_id(argv: tuple[str, ...]) -> str:
+    return _resolve(argv)[2]
+
+
+@cache
+def _model_takes(model: str, data: str, num_classes: int, in_chans: int, image_size: int) -> str | None:
+    """Why ``model`` cannot train on these images, or None (train.py's own check: one forward pass)."""
+    import torch
+
+    from autolr.models import build_model
+
+    try:
+        net = build_model(model, num_classes=num_classes, in_chans=in_chans)
+    except ValueError as err:
+        return str(err)
+    shape = (2, in_chans, image_size, image_size)
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(shape))
+    except Exception as err:  # noqa: BLE001 - any failure here means "wrong model for this data"
+        return (f"--model {model} does not take {data} images ({'x'.join(map(str, shape[1:]))}): "
+                f"{type(err).__name__}: {str(err)[:120]}")
+    return None
+
+
+def check_run(argv: Sequence[str], world: int = 1) -> None:
+    """Raise SweepError (one line) where train.py would refuse this run before training.
+
+    The checks train.py makes once the config is resolved, before it writes anything: the split
+    sizes, the batch over processes and micro-batches, the model on this dataset's images, and the
+    schedule's settings on a stand-in optimizer. Keep in step with train.py's ``train``.
+    """
+    import torch
+
+    from autolr import build_scheduler
+    from autolr.data import DataError, dataset_info
+
+    args, cfg, _ = _resolve(tuple(argv))
+    try:
+        info = dataset_info(cfg["data"], subset=cfg["subset"], val_size=cfg["val_size"])
+    except DataError as err:
+        raise SweepError(str(err)) from None
+    if info["train_size"] < 1:
+        raise SweepError(f"--val-size {cfg['val_size']} leaves no training examples of {cfg['data']}")
+    bs = cfg["bs"]
+    if bs > info["train_size"]:
+        raise SweepError(f"batch {bs} exceeds the training split of {info['train_size']} examples")
+    if bs % world:
+        raise SweepError(f"batch {bs} does not split over {world} processes: use a multiple of {world}")
+    per_rank = bs // world
+    if args.micro_bs is not None and args.micro_bs > per_rank:
+        raise SweepError(f"micro_bs {args.micro_bs} is larger than the per-process batch {per_rank} (batch {bs})")
+    micro = min(cfg["micro_bs"], per_rank)
+    if per_rank % micro:
+        raise SweepError(f"micro-batch {micro} does not divide the per-process batch {per_rank} (batch {bs} over "
+                         f"{world} processes): use a batch size that is a multiple of it, or set micro_bs")
+    why = _model_takes(cfg["model"], cfg["data"], info["num_classes"], info["in_chans"], info["image_size"])
+    if why is not None:
+        raise SweepError(why)
+    opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
+    if cfg["sched"] == "auto":
+        opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
+                    decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
+    try:
+        build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                        steps_per_epoch=max(1, info["train_size"] // bs), total_epochs=cfg["epochs"], batch_size=bs,
+                        **opts)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One train.py run: what it is in the sweep, and the flags that define it (its run_id)."""
+
+    stage: str  # "tune" or "final"
+    method: str  # the sweep file's label (a scheduler key); ``sched`` is the registered scheduler
+    model: str
+    opt: str
+    bs: int
+    seed: int
+    lr: float | None
+    argv: tuple[str, ...]
+    run_id: str
+    sched: str = ""
+    lr_from_run: str | None = None  # a control: the run whose switch LR this run takes
+
+    def label(self) -> str:
+        lr = "" if self.lr is None else f" lr {self.lr:g}"
+        return f"{self.method} {self.model} {self.opt} bs {self.bs} seed {self.seed}{lr}"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What selection needs from a run's record (or from a run that ended without one)."""
+
+    status: str  # finished | diverged | failed
+    val_acc: float | None
+    test_acc: float | None = None
+    wall_seconds: float | None = None
+    recorded: bool = True
+    error: str | None = None
+    switch_lr: float | None = None  # AutoWU's record: the LR it switched to decay at
+
+    @property
+    def score(self) -> float:
+        """Selection score: the final val accuracy; a diverged or failed run is the worst."""
+        return selection_score(self.status, self.val_acc)
+
+
+def read_record(path: Path) -> RunResult | None:
+    """A run record's outcome, or None when the file is not a usable record."""
+    try:
+        rec = json.loads(path.read_text())
+        status = (rec.get("outcome") or {}).get("status")
+        if rec.get("run_id") not in (None, path.stem) or status not in ("finished", "diverged", "failed"):
+            return None
+        final = rec.get("final") or {}
+        return RunResult(status=status, val_acc=final.get("val_acc"), test_acc=final.get("test_acc"),
+                         wall_seconds=(rec.get("timing") or {}).get("wall_seconds"),
+                         error=(rec.get("outcome") or {}).get("error"),
+                         switch_lr=(rec.get("autowu") or {}).get("switch_lr"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_results(runs_dir: Path) -> dict[str, RunResult]:
+    """run_id -> outcome for every record in ``runs_dir``."""
+    out: dict[str, RunResult] = {}
+    if runs_dir.is_dir():
+        for p in sorted(runs_dir.glob("*.json")):
+            res = read_record(p)
+            if res is not None:
+                out[p.stem] = res
+    return out
