@@ -108,6 +108,10 @@ def check_run(argv: Sequence[str], world: int = 1) -> None:
     if cfg["sched"] == "auto":
         opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
                     decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
+    if cfg["sched"] == "autoplus":
+        opts.update({k: cfg[k] for k in ("init_lr", "max_lr", "decay", "gp_path", "ramp_fraction", "candidate",
+                                         "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"],
+                    div_factor=cfg["div_factor"] or None)
     try:
         build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
                         steps_per_epoch=max(1, info["train_size"] // bs), total_epochs=cfg["epochs"], batch_size=bs,
