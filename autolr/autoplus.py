@@ -80,7 +80,8 @@ class AutoWUPlus(AutoWU):
                  init_lr: float = 1e-5, max_lr: float = 1.0, ramp_fraction: float = 0.25,
                  test_fraction: float = 0.01, min_test_points: int = 8, patience: int = 3,
                  candidate: str = "smoothed", smooth_fraction: float = 0.05, lr_factor: float = 1.0,
-                 div_factor: float | None = 1.5, decay: str = "cosine", **autowu_options: Any) -> None:
+                 div_factor: float | None = 1.5, rollback: bool = False, decay: str = "cosine",
+                 **autowu_options: Any) -> None:
         if "max_warmup_fraction" in autowu_options:
             raise ValueError("AutoWUPlus takes ramp_fraction, not max_warmup_fraction")
         if not 0.0 < _check_real("ramp_fraction", ramp_fraction) <= 1.0:
@@ -100,6 +101,9 @@ class AutoWUPlus(AutoWU):
         if div_factor is not None and _check_positive("div_factor", div_factor) <= 1.0:
             raise ValueError(f"div_factor must exceed 1 (or be None), got {div_factor}")
         self.div_factor = None if div_factor is None else float(div_factor)
+        self.rollback = bool(rollback)
+        self._snapshots: list[dict[str, Any]] = []
+        self.rollback_step: int | None = None
         super().__init__(optimizer, steps_per_epoch, total_epochs, init_lr=init_lr, max_lr=max_lr,
                          max_warmup_fraction=self.ramp_fraction, decay=decay, patience=patience,
                          **autowu_options)
@@ -137,6 +141,39 @@ class AutoWUPlus(AutoWU):
         if self.phase == "warmup" and last.get("guard") and last.get("candidate_lr") is not None:
             self._switch(step, last["candidate_lr"], "guard")
             last["switched"] = True
+        if not self.rollback:
+            return
+        i = last.get("smoothed_argmin_step")
+        if self.phase == "decay":
+            self._roll_back(i)
+        elif i is not None and i >= len(self.losses) - max(2, self.test_every):
+            # the loss is still at its lowest: these weights are the ones to come back to
+            import copy
+
+            snap = {"step": step, "params": [p.detach().clone() for g in self.optimizer.param_groups
+                                             for p in g["params"]],
+                    "opt": copy.deepcopy(self.optimizer.state_dict()["state"])}
+            self._snapshots = (self._snapshots + [snap])[-2:]
+
+    def _roll_back(self, argmin: int | None) -> None:
+        if argmin is None:
+            return
+        usable = [s for s in self._snapshots if s["step"] <= argmin + max(2, self.test_every)]
+        if not usable:
+            return
+        snap = usable[-1]
+        import copy
+
+        with torch.no_grad():
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            for p, saved in zip(params, snap["params"], strict=True):
+                p.copy_(saved)
+        state = self.optimizer.state_dict()
+        state["state"] = copy.deepcopy(snap["opt"])
+        self.optimizer.load_state_dict(state)
+        self.rollback_step = snap["step"]
+        self.history[-1]["rollback_to_step"] = snap["step"]
+        self._snapshots = []
 
     def _forced_lr(self, lr_now: float) -> float:
         # the whole history's candidate, never the LR the ramp has reached (far past the minimum)
@@ -178,7 +215,7 @@ class AutoWUPlus(AutoWU):
         d.update(name="autoplus", ramp_fraction=self.ramp_fraction, test_fraction=self.test_fraction,
                  test_every=getattr(self, "test_every", None), min_test_points=self.min_test_points,
                  candidate=self.candidate, smooth_fraction=self.smooth_fraction, lr_factor=self.lr_factor,
-                 div_factor=self.div_factor)
+                 div_factor=self.div_factor, rollback=self.rollback)
         d.pop("max_warmup_fraction", None)
         return d
 
