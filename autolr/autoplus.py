@@ -153,12 +153,13 @@ class AutoWUPlus(AutoWU):
             snap = {"step": step, "params": [p.detach().clone() for g in self.optimizer.param_groups
                                              for p in g["params"]],
                     "opt": copy.deepcopy(self.optimizer.state_dict()["state"])}
-            self._snapshots = (self._snapshots + [snap])[-2:]
+            self._snapshots = (self._snapshots + [snap])[-3:]
 
     def _roll_back(self, argmin: int | None) -> None:
         if argmin is None:
             return
-        usable = [s for s in self._snapshots if s["step"] <= argmin + max(2, self.test_every)]
+        # the snapshot at step s holds the weights whose loss is the s-th: the minimum's or earlier
+        usable = [s for s in self._snapshots if s["step"] <= argmin]
         if not usable:
             return
         snap = usable[-1]
