@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test-fraction", type=float, default=None, help="autoplus: a test every this share of steps")
     g.add_argument("--patience", type=int, default=None, help="autoplus: consecutive positive tests (3)")
     g.add_argument("--rollback", action="store_true", default=None, help="autoplus prototype: roll back at the switch")
+    g.add_argument("--accel", type=float, default=None, help="autoplus prototype: ramp speed-up while flat")
     g.add_argument("--div-factor", type=float, default=None,
                    help="autoplus: switch when the recent loss exceeds this x the smoothed minimum (1.5; 0: off)")
     g = p.add_argument_group("runs")
@@ -144,14 +145,15 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
     # AutoWU+'s own options enter the config (so the run_id) of autoplus runs only
-    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor", "rollback")
+    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor", "rollback", "accel")
     if args.sched == "autoplus":
         plus_defaults = {"ramp_fraction": 0.25, "candidate": "smoothed", "lr_factor": 1.0, "test_fraction": 0.01,
-                         "patience": 3, "div_factor": 1.5, "rollback": None}
+                         "patience": 3, "div_factor": 1.5, "rollback": None, "accel": None}
         for k in plus_keys:
             cfg[k] = plus_defaults[k] if cfg[k] is None else cfg[k]
-        if cfg["rollback"] is None:
-            cfg.pop("rollback")  # the prototype's flag: absent from the configs of runs made before it
+        for k in ("rollback", "accel"):
+            if cfg[k] is None:
+                cfg.pop(k)  # the prototype's flag: absent from the configs of runs made before it
         cfg.pop("max_warmup_fraction")
     else:
         set_plus = [k for k in plus_keys if cfg.pop(k, None) is not None]
@@ -359,7 +361,7 @@ def train(args: argparse.Namespace) -> int:
     if cfg["sched"] == "autoplus":
         sched_opts.update({k: cfg[k] for k in ("init_lr", "max_lr", "decay", "gp_path", "ramp_fraction", "candidate",
                                                "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"],
-                          div_factor=cfg["div_factor"] or None, rollback=bool(cfg.get("rollback")))
+                          div_factor=cfg["div_factor"] or None, rollback=bool(cfg.get("rollback")), accel=cfg.get("accel") or 1.0)
     try:
         # the schedule's settings, checked on a stand-in optimizer before the data is converted or loaded
         build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),

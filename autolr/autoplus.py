@@ -80,7 +80,8 @@ class AutoWUPlus(AutoWU):
                  init_lr: float = 1e-5, max_lr: float = 1.0, ramp_fraction: float = 0.25,
                  test_fraction: float = 0.01, min_test_points: int = 8, patience: int = 3,
                  candidate: str = "smoothed", smooth_fraction: float = 0.05, lr_factor: float = 1.0,
-                 div_factor: float | None = 1.5, rollback: bool = False, decay: str = "cosine",
+                 div_factor: float | None = 1.5, rollback: bool = False, accel: float = 1.0,
+                 flat_tol: float = 0.02, decay: str = "cosine",
                  **autowu_options: Any) -> None:
         if "max_warmup_fraction" in autowu_options:
             raise ValueError("AutoWUPlus takes ramp_fraction, not max_warmup_fraction")
@@ -102,12 +103,30 @@ class AutoWUPlus(AutoWU):
             raise ValueError(f"div_factor must exceed 1 (or be None), got {div_factor}")
         self.div_factor = None if div_factor is None else float(div_factor)
         self.rollback = bool(rollback)
+        self.accel = float(accel)
+        self.flat_tol = float(flat_tol)
         self._snapshots: list[dict[str, Any]] = []
         self.rollback_step: int | None = None
         super().__init__(optimizer, steps_per_epoch, total_epochs, init_lr=init_lr, max_lr=max_lr,
                          max_warmup_fraction=self.ramp_fraction, decay=decay, patience=patience,
                          **autowu_options)
         self.test_every = max(1, int(round(self.test_fraction * self.total_steps)))
+        # the ramp's log-LR of every step so far: it climbs accel times faster while the loss is flat
+        self._ramp_log = [math.log(self.init_lr)]
+        self._fast = self.accel > 1.0
+
+    def _warmup_lr(self, step: int) -> float:
+        if not hasattr(self, "_ramp_log"):  # during AutoWU.__init__: step 0
+            return super()._warmup_lr(step)
+        rate = math.log(self.max_lr / self.init_lr) / max(self.max_warmup_steps, 1)
+        top = math.log(self.max_lr)
+        while len(self._ramp_log) <= step:
+            self._ramp_log.append(min(top, self._ramp_log[-1] + rate * (self.accel if self._fast else 1.0)))
+        return math.exp(self._ramp_log[step])
+
+    def _lr_from_x(self, x: float, lr_now: float) -> float:
+        n = max(len(self.losses), 1)
+        return self._warmup_lr(min(int(round(x * (n - 1))), n - 1))
 
     # -- stepping ----------------------------------------------------------------------------
     def step(self, loss: float | torch.Tensor | None = None) -> None:
@@ -126,7 +145,7 @@ class AutoWUPlus(AutoWU):
         s = self.last_step
         if self.phase == "warmup":
             lr_now = self._warmup_lr(s - 1)
-            at_cap = s >= self.max_warmup_steps
+            at_cap = s >= self.max_warmup_steps or self._ramp_log[-1] >= math.log(self.max_lr) - 1e-12
             on_clock = s >= self.min_test_points and (s - self.min_test_points) % self.test_every == 0
             if at_cap or on_clock:
                 self._flush_epoch_losses()  # the only host transfer (and all-reduce): one per test
@@ -138,6 +157,13 @@ class AutoWUPlus(AutoWU):
     def _end_of_epoch_test(self, step: int, lr_now: float) -> None:
         super()._end_of_epoch_test(step, lr_now)  # the GP test, its patience and its switch
         last = self.history[-1]
+        if self._fast:
+            arr = np.asarray(self.losses, dtype=np.float64)
+            head, tail = arr[: max(2, min(5, len(arr) // 4))], arr[-max(2, min(self.test_every, 5)):]
+            if np.isfinite(head).any() and np.isfinite(tail).any() and \
+                    np.nanmean(tail) < (1.0 - self.flat_tol) * np.nanmean(head):
+                self._fast = False  # the loss moves: from here on the ramp keeps its normal pace
+                last["ramp_slowed"] = True
         if self.phase == "warmup" and last.get("guard") and last.get("candidate_lr") is not None:
             self._switch(step, last["candidate_lr"], "guard")
             last["switched"] = True
@@ -216,7 +242,7 @@ class AutoWUPlus(AutoWU):
         d.update(name="autoplus", ramp_fraction=self.ramp_fraction, test_fraction=self.test_fraction,
                  test_every=getattr(self, "test_every", None), min_test_points=self.min_test_points,
                  candidate=self.candidate, smooth_fraction=self.smooth_fraction, lr_factor=self.lr_factor,
-                 div_factor=self.div_factor, rollback=self.rollback)
+                 div_factor=self.div_factor, rollback=self.rollback, accel=self.accel, flat_tol=self.flat_tol)
         d.pop("max_warmup_fraction", None)
         return d
 
