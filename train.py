@@ -145,7 +145,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
     # AutoWU+'s own options enter the config (so the run_id) of autoplus runs only
-    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor", "rollback", "accel")
+    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor", "rollback",
+                 "accel")
     if args.sched == "autoplus":
         plus_defaults = {"ramp_fraction": 0.25, "candidate": "smoothed", "lr_factor": 1.0, "test_fraction": 0.01,
                          "patience": 3, "div_factor": 1.5, "rollback": None, "accel": None}
@@ -361,7 +362,8 @@ def train(args: argparse.Namespace) -> int:
     if cfg["sched"] == "autoplus":
         sched_opts.update({k: cfg[k] for k in ("init_lr", "max_lr", "decay", "gp_path", "ramp_fraction", "candidate",
                                                "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"],
-                          div_factor=cfg["div_factor"] or None, rollback=bool(cfg.get("rollback")), accel=cfg.get("accel") or 1.0)
+                          div_factor=cfg["div_factor"] or None, rollback=bool(cfg.get("rollback")),
+                          accel=cfg.get("accel") or 1.0)
     try:
         # the schedule's settings, checked on a stand-in optimizer before the data is converted or loaded
         build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),

@@ -18,12 +18,21 @@ step, the DDP protocol, the GP test, the state and the records) and changes exac
 - a guard switches at once when the recent losses exceed ``div_factor`` times the smoothed
   minimum (the range test's divergence stop), so a fast ramp cannot run far past the minimum
   while the GP gathers confidence;
+- ``rollback``: at the switch, the weights and optimizer moments go back to the last snapshot
+  taken while the loss was still at its lowest. At large batches the loss does not bend before
+  the edge of stability, it jumps, and the step that reveals the minimum has already set the
+  model back by epochs; a range test restores its weights for the same reason. The snapshots
+  (at most three copies of the parameters and the optimizer state, taken at tests only, never
+  a host sync) live in the scheduler's state until the switch, then are dropped;
+- ``accel``: while the loss has not yet moved (``flat_tol`` below its first values) the ramp
+  climbs ``accel`` times faster, since those steps at useless LRs teach nothing;
 - at the cap the switch uses the same candidate computed on the whole history, never the
   current LR.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -74,6 +83,13 @@ class AutoWUPlus(AutoWU):
         lr_factor: the switch LR is the candidate times this.
         div_factor: switch at once (kind ``"guard"``) when the mean of the losses since the
             last test exceeds this times the smoothed minimum; ``None`` turns the guard off.
+        rollback: restore the weights (the optimizer's parameters, in place) and its state to
+            the last snapshot at the loss minimum when switching. Buffers the optimizer does not
+            hold (batch-norm statistics) are not restored; they follow the weights within a few
+            steps.
+        accel: the ramp's speed-up while the loss is flat (1: the plain exponential ramp).
+        flat_tol: the loss counts as flat while its recent mean is within this share of its
+            first values.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
@@ -102,8 +118,14 @@ class AutoWUPlus(AutoWU):
         if div_factor is not None and _check_positive("div_factor", div_factor) <= 1.0:
             raise ValueError(f"div_factor must exceed 1 (or be None), got {div_factor}")
         self.div_factor = None if div_factor is None else float(div_factor)
-        self.rollback = bool(rollback)
+        if not isinstance(rollback, bool):
+            raise ValueError(f"rollback must be True or False, got {rollback!r}")
+        self.rollback = rollback
+        if _check_positive("accel", accel) < 1.0:
+            raise ValueError(f"accel must be >= 1 (1: a plain exponential ramp), got {accel}")
         self.accel = float(accel)
+        if not 0.0 < _check_real("flat_tol", flat_tol) < 1.0:
+            raise ValueError(f"flat_tol must lie in (0, 1), got {flat_tol}")
         self.flat_tol = float(flat_tol)
         self._snapshots: list[dict[str, Any]] = []
         self.rollback_step: int | None = None
@@ -174,7 +196,6 @@ class AutoWUPlus(AutoWU):
             self._roll_back(i)
         elif i is not None and i >= len(self.losses) - max(2, self.test_every):
             # the loss is still at its lowest: these weights are the ones to come back to
-            import copy
 
             snap = {"step": step, "params": [p.detach().clone() for g in self.optimizer.param_groups
                                              for p in g["params"]],
@@ -189,7 +210,6 @@ class AutoWUPlus(AutoWU):
         if not usable:
             return
         snap = usable[-1]
-        import copy
 
         with torch.no_grad():
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -250,3 +270,22 @@ class AutoWUPlus(AutoWU):
         out = super().summary()
         out["switch_epoch"] = None if self.switch_step is None else self.switch_step / self.steps_per_epoch
         return out
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        # snapshots hold tensors (weights and optimizer moments): torch.save keeps them, and
+        # torch.load(weights_only=True) reads them back
+        state.update(ramp_log=list(self._ramp_log), fast=self._fast, rollback_step=self.rollback_step,
+                     snapshots=[dict(s) for s in self._snapshots])
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = {"ramp_log", "fast", "snapshots"} - set(state)
+        if missing:
+            raise ValueError(f"not an AutoWUPlus state dict (no {', '.join(sorted(missing))})")
+        super().load_state_dict(state)  # checks every setting first, then loads
+        self._ramp_log = [float(v) for v in state["ramp_log"]]
+        self._fast = bool(state["fast"])
+        self.rollback_step = state.get("rollback_step")
+        self._snapshots = [dict(s) for s in state["snapshots"]]
