@@ -457,7 +457,7 @@ def make_figures(sweep_dir: str | Path, out_dir: str | Path, log: Log | None = N
     out = Path(out_dir)
     col = collate(sweep_dir)
     raw = col.raw
-    stats = pd.DataFrame([cell_stats(c) for c in col.cells.values()])
+    stats = pd.DataFrame(cell_stats(col.cells.values()))
     if not raw:
         log(f"no run records under {Path(sweep_dir) / 'runs'}: no figures")
         return []

@@ -434,49 +434,79 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
-    # sample std (ddof = 1): the spread a reader expects from "± over seeds"; undefined for one seed
+    # sample std (ddof = 1): the spread a reader expects from "± over seeds"; undefined for one seed.
+    # fmean and stdev are correctly rounded, so a rebuilt table matches to the last digit
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-def cell_stats(c: Cell) -> dict[str, Any]:
-    ok = [r for r in c.finals if r.get("status") == OK]
-    statuses = [r.get("status") for r in c.finals]
-    acc_m, acc_s = _mean_std([r["test_acc"] * 100 for r in ok if r.get("test_acc") is not None])
-    nll_m, nll_s = _mean_std([r.get("test_loss") for r in ok])
-    val_m, _ = _mean_std([r["val_acc"] * 100 for r in ok if r.get("val_acc") is not None])
-    peak_m, peak_s = _mean_std([r.get("peak_lr") for r in ok])
-    aw = [r for r in c.finals if r.get("switch_kind")]
-    sw_ep_m, sw_ep_s = _mean_std([r.get("switch_epoch") for r in aw])
-    sw_lr_m, sw_lr_s = _mean_std([r.get("switch_lr") for r in aw])
-    ts_m, _ = _mean_std([r.get("autowu_test_seconds") for r in aw])
-    share_m, _ = _mean_std([r.get("autowu_test_share") for r in aw])
-    final_ids = {r["run_id"]: r for r in c.finals if r.get("run_id")}
-    tune_rows = [r for r in c.tuning.values() if r is not None]
-    tuning_s = sum(r.get("device_seconds") or 0.0 for r in tune_rows)
-    final_s = sum(r.get("device_seconds") or 0.0 for r in final_ids.values())
+_FINAL_COLUMNS = ["cell", "run_id", "status", "test_acc", "test_loss", "val_acc", "peak_lr", "base_lr",
+                  "switch_kind", "switch_epoch", "switch_lr", "autowu_test_seconds", "autowu_test_share",
+                  "device_seconds"]
+
+
+def _per_cell(frame: pd.DataFrame, column: str, agg: Callable[[list[Any]], Any], scale: float = 1.0) -> dict[int, Any]:
+    """``agg`` of ``column`` (times ``scale``, missing values left out) for each cell of ``frame``."""
+    values = frame[column] * scale if scale != 1.0 else frame[column]
+    return {int(cell): agg(s.dropna().tolist()) for cell, s in values.groupby(frame["cell"])}
+
+
+def _device_seconds(values: list[float]) -> float:
+    return sum(v or 0.0 for v in values)
+
+
+def cell_stats(cells: Iterable[Cell]) -> list[dict[str, Any]]:
+    """One row per cell, in order: seed counts, mean ± sample std over the final seeds that finished,
+    AutoWU's switch, and the cell's cost (tuning and final device time, a reused run counted once)."""
+    cells = list(cells)
+    finals = pd.DataFrame([{**r, "cell": i} for i, c in enumerate(cells) for r in c.finals], columns=_FINAL_COLUMNS)
+    ok = finals[finals["status"] == OK]
+    aw = finals[finals["switch_kind"].notna() & (finals["switch_kind"] != "")]
+    tuning = pd.DataFrame([{**r, "cell": i} for i, c in enumerate(cells) for r in c.tuning.values() if r is not None],
+                          columns=_FINAL_COLUMNS)
+    with_id = finals[finals["run_id"].notna() & (finals["run_id"] != "")]
     # a seed-0 tuning run reused as a final is paid for once
-    union = {**final_ids, **{r["run_id"]: r for r in tune_rows}}
-    total_s = sum(r.get("device_seconds") or 0.0 for r in union.values())
-    base_lrs = sorted({r["base_lr"] for r in c.finals if r.get("base_lr") is not None})
-    model, opt, bs, method = c.key
-    return {
-        "model": model, "opt": opt, "bs": bs, "method": method,
-        "n_expected": len(c.finals) + c.missing, "n_done": len(c.finals), "n_finished": len(ok),
-        "n_diverged": statuses.count("diverged"), "n_failed": statuses.count("failed"),
-        "n_other": len(statuses) - len(ok) - statuses.count("diverged") - statuses.count("failed"),
-        "n_missing": c.missing,
-        "test_acc_pct_mean": acc_m, "test_acc_pct_std": acc_s, "test_nll_mean": nll_m, "test_nll_std": nll_s,
-        "val_acc_pct_mean": val_m,
-        "lr": c.chosen_lr if c.chosen_lr is not None else (base_lrs[0] if len(base_lrs) == 1 else None),
-        "peak_lr_mean": peak_m, "peak_lr_std": peak_s,
-        "tuning_runs": len(c.tuning), "tuning_runs_done": len(tune_rows), "tuning_device_s": tuning_s,
-        "final_device_s": final_s, "total_device_s": total_s,
-        "switch_epoch_mean": sw_ep_m, "switch_epoch_std": sw_ep_s, "switch_lr_mean": sw_lr_m,
-        "switch_lr_std": sw_lr_s,
-        "switch_test": sum(r.get("switch_kind") == "test" for r in aw),
-        "switch_forced": sum(r.get("switch_kind") == "forced" for r in aw),
-        "autowu_test_seconds_mean": ts_m, "autowu_test_share_mean": share_m, "note": c.note,
+    union = pd.concat([with_id, tuning]).drop_duplicates(["cell", "run_id"], keep="first")
+    none: tuple[None, None] = (None, None)
+    stat = {
+        "test_acc_pct": _per_cell(ok, "test_acc", _mean_std, 100.0), "test_nll": _per_cell(ok, "test_loss", _mean_std),
+        "val_acc_pct": _per_cell(ok, "val_acc", _mean_std, 100.0), "peak_lr": _per_cell(ok, "peak_lr", _mean_std),
+        "switch_epoch": _per_cell(aw, "switch_epoch", _mean_std), "switch_lr": _per_cell(aw, "switch_lr", _mean_std),
+        "autowu_test_seconds": _per_cell(aw, "autowu_test_seconds", _mean_std),
+        "autowu_test_share": _per_cell(aw, "autowu_test_share", _mean_std),
     }
+    counts = finals.groupby("cell")["status"].value_counts()
+    kinds = aw.groupby("cell")["switch_kind"].value_counts()
+    tuning_s = _per_cell(tuning, "device_seconds", _device_seconds)
+    final_s = _per_cell(with_id.drop_duplicates(["cell", "run_id"]), "device_seconds", _device_seconds)
+    total_s = _per_cell(union, "device_seconds", _device_seconds)
+    base_lrs = _per_cell(finals, "base_lr", lambda v: sorted(set(v)))
+    out = []
+    for i, c in enumerate(cells):
+        model, opt, bs, method = c.key
+        n_ok, n_div, n_fail = (int(counts.get((i, s), 0)) for s in (OK, "diverged", "failed"))
+        lrs = base_lrs.get(i, [])
+        out.append({
+            "model": model, "opt": opt, "bs": bs, "method": method,
+            "n_expected": len(c.finals) + c.missing, "n_done": len(c.finals), "n_finished": n_ok,
+            "n_diverged": n_div, "n_failed": n_fail, "n_other": len(c.finals) - n_ok - n_div - n_fail,
+            "n_missing": c.missing,
+            "test_acc_pct_mean": stat["test_acc_pct"].get(i, none)[0],
+            "test_acc_pct_std": stat["test_acc_pct"].get(i, none)[1],
+            "test_nll_mean": stat["test_nll"].get(i, none)[0], "test_nll_std": stat["test_nll"].get(i, none)[1],
+            "val_acc_pct_mean": stat["val_acc_pct"].get(i, none)[0],
+            "lr": c.chosen_lr if c.chosen_lr is not None else (lrs[0] if len(lrs) == 1 else None),
+            "peak_lr_mean": stat["peak_lr"].get(i, none)[0], "peak_lr_std": stat["peak_lr"].get(i, none)[1],
+            "tuning_runs": len(c.tuning), "tuning_runs_done": sum(r is not None for r in c.tuning.values()),
+            "tuning_device_s": tuning_s.get(i, 0), "final_device_s": final_s.get(i, 0),
+            "total_device_s": total_s.get(i, 0),
+            "switch_epoch_mean": stat["switch_epoch"].get(i, none)[0],
+            "switch_epoch_std": stat["switch_epoch"].get(i, none)[1],
+            "switch_lr_mean": stat["switch_lr"].get(i, none)[0], "switch_lr_std": stat["switch_lr"].get(i, none)[1],
+            "switch_test": int(kinds.get((i, "test"), 0)), "switch_forced": int(kinds.get((i, "forced"), 0)),
+            "autowu_test_seconds_mean": stat["autowu_test_seconds"].get(i, none)[0],
+            "autowu_test_share_mean": stat["autowu_test_share"].get(i, none)[0], "note": c.note,
+        })
+    return out
 
 
 def _fmt_lr(x: float | None) -> str:
@@ -544,7 +574,7 @@ def build_table(sweep_dir: str | Path, write: bool = True) -> tuple[pd.DataFrame
     """
     sweep_dir = Path(sweep_dir)
     col = collate(sweep_dir)
-    rows = [cell_stats(c) for c in col.cells.values()]
+    rows = cell_stats(col.cells.values())
     df = pd.DataFrame(rows)
     if col.imagenet and len(df):
         # the paper's numbers sit in their own columns, on AutoWU rows only: they are AutoWU's results
