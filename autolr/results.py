@@ -4,8 +4,10 @@
 
 Reads ``results/<sweep>/runs/*.json`` (train.py records) and, when the sweep runner has written
 it, ``results/<sweep>/stages.json`` (which runs tuned what and which runs are the finals). Writes
-``results/<sweep>/TABLE.md`` and ``TABLE.csv``. Everything here is derived from those files
-alone, so a table can be rebuilt on any machine from a copy of results/.
+``results/<sweep>/TABLE.md`` and ``TABLE.csv`` (rewritten only when their content changes; a
+folder with neither records nor stages.json is refused with exit code 2). TABLE.md has a section
+"AutoWU diagnosis" for every AutoWU record (``autolr.diagnose``). Everything here is derived from
+those files alone, so a table can be rebuilt on any machine from a copy of results/.
 
 Reporting rules (shared/REPRODUCTION.md, "Selection and reporting"): final-epoch test accuracy
 and NLL, mean ± sample std over the final seeds that finished; diverged, failed and missing
