@@ -1,5 +1,8 @@
 """Where an AutoWU run's budget went, computed from its record alone (issue 8, section 1).
 
+Any record with an ``autowu`` block is diagnosed: the reference (``auto``) and its variants
+(``autoplus`` records the same block).
+
     from autolr.diagnose import diagnose_sweep
     df = diagnose_sweep("results/fashion")        # one row per AutoWU record
 
@@ -171,14 +174,15 @@ def tuned_peaks(stages: Mapping[str, Any] | None) -> dict[tuple[str, str, int], 
 
 
 def diagnose_records(raw: Mapping[str, Mapping[str, Any]], stages: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """One row per AutoWU record of ``raw`` (run_id -> record), sorted by model, opt, label, batch, seed."""
+    """One row per record of ``raw`` (run_id -> record) with an ``autowu`` block (``auto``, ``autoplus``),
+    sorted by model, opt, label, batch and seed."""
     peaks = tuned_peaks(stages)
     labels = {f.get("run_id"): f.get("label") for f in (stages or {}).get("final_runs") or []
               if isinstance(f, dict) and f.get("label")}
     rows = []
     for rid, rec in raw.items():
         cfg = rec.get("config") or {}
-        if cfg.get("sched") != "auto" or not rec.get("autowu"):
+        if not rec.get("autowu"):  # AutoWU and its variants (autoplus) record one; no other scheduler does
             continue
         try:
             key = (str(cfg.get("model")), str(cfg.get("opt")), int(cfg.get("bs")))

@@ -189,3 +189,12 @@ def test_table_and_figure_have_the_diagnosis(tmp_path: Path) -> None:
     notes: list[str] = []
     paths = plots.make_figures(d, tmp_path / "plots", log=notes.append)
     assert "f_autowu_budget.png" in [p.name for p in paths], notes
+
+
+def test_autoplus_records_are_diagnosed_too() -> None:
+    rec = fired_record()
+    rec["config"]["sched"] = "autoplus"
+    rec["autowu"]["config"]["name"] = "autoplus"
+    df = diagnose.diagnose_records({"p": rec, "f": forced_record()})
+    assert sorted(df["label"]) == ["auto", "autoplus"]
+    assert df.set_index("label").loc["autoplus", "min_step"] == 20
