@@ -436,6 +436,7 @@ def test_range_test_cost_accounting():
     assert {"lrs", "losses", "smoothed", "stop", "min_index", "lr_at_min", "peak_lr", "steps", "wall_seconds",
             "config"} <= set(d)
     assert d["config"]["rule"] == "lr at the smoothed-loss minimum / 10"
+    assert rangetest.RangeTestResult.from_dict(load(save(d))) == r
 
 
 def test_range_test_default_steps():
@@ -481,3 +482,34 @@ def test_range_test_bad_arguments(kwargs, match):
         rangetest.range_test(model, torch.optim.SGD(model.parameters(), lr=0.0), lambda: 1.0, num_steps=10)
     with pytest.raises(ValueError, match="total_steps"):
         rangetest.default_steps(0)
+
+
+# -- torch.distributed: two CPU processes (gloo) -----------------------------------------------
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        batches = make_batches(8)
+        model = make_model()
+        batchnorm.recompute_bn_stats(model, batches[rank::world], 4)  # each rank its own share
+        net = torch.nn.parallel.DistributedDataParallel(make_model(seed=3))
+        opt = torch.optim.AdamW(net.parameters(), lr=1.0)
+        result = rangetest.range_test(net, opt, make_closure(net, batches[rank::world]), num_steps=40)
+        torch.save({"bn": bn_stats(model), "curve": (result.lrs, result.smoothed, result.stop)},
+                   f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_bn_statistics_and_range_test_under_ddp(tmp_path):
+    world = 2
+    torch.multiprocessing.spawn(_ddp_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world)
+    got = [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(world)]
+    assert same_tensors(got[0]["bn"], got[1]["bn"]), "the ranks hold the same statistics"
+    single = make_model()
+    batchnorm.recompute_bn_stats(single, make_batches(8), 8)  # one process, every batch
+    for a, b in zip(got[0]["bn"], bn_stats(single), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert got[0]["curve"] == got[1]["curve"], "every rank saw the same averaged curve and stopped together"

@@ -119,6 +119,11 @@ class RangeTestResult:
         """A JSON-ready copy for the run's record (non-finite values are None already)."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> RangeTestResult:
+        """The result saved by ``to_dict`` (in a checkpoint: a resumed run does not test again)."""
+        return cls(**state)
+
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float, ratios: list[float]) -> None:
     for g, r in zip(optimizer.param_groups, ratios, strict=True):
@@ -144,6 +149,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _global_mean(loss: torch.Tensor | float, optimizer: torch.optim.Optimizer) -> float:
+    """The loss as a float, averaged over the ranks under torch.distributed: every rank stops at the same step."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return float(loss.detach().item() if isinstance(loss, torch.Tensor) else loss)
+    device = optimizer.param_groups[0]["params"][0].device
+    t = loss.detach().to(device=device, dtype=torch.float64).reshape(()).clone() if isinstance(loss, torch.Tensor) \
+        else torch.tensor(float(loss), device=device, dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / torch.distributed.get_world_size()
+
+
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor | float], *,
                num_steps: int, lr_min: float = LR_MIN, lr_max: float = LR_MAX, div_factor: float = DIV_FACTOR,
                smoothing: float | None = None) -> RangeTestResult:
@@ -155,6 +171,8 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, closure
     calls ``closure`` and steps the optimizer, ``num_steps`` times at most (see
     ``default_steps``). The optimizer's groups keep their LR ratios to the first group.
     ``smoothing`` is the averaging factor beta (default ``default_smoothing(num_steps)``).
+    Under torch.distributed every rank calls it (with a closure over the DDP model), and the
+    losses are averaged over the ranks before each stop decision.
     """
     num_steps = _check_int("num_steps", num_steps, 2)
     lr_min = _check_float("lr_min", lr_min)
@@ -190,8 +208,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, closure
             lr = lr_min * growth**i
             _set_lr(optimizer, lr, ratios)
             optimizer.zero_grad(set_to_none=True)
-            loss = closure()
-            value = float(loss.detach().item() if isinstance(loss, torch.Tensor) else loss)
+            value = _global_mean(closure(), optimizer)
             lrs.append(lr)
             if not math.isfinite(value):
                 losses.append(None)
