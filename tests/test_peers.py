@@ -266,6 +266,8 @@ def test_prodigy_records_d_times_lr_per_step():
     assert trace == [d * m for d, m in zip(ds, mult, strict=True)]
     assert all(b >= a for a, b in zip(ds, ds[1:], strict=False)), "d never decreases"
     assert ds[-1] > 10 * ds[0], "d grew from d0"
+    summary = sched.summary()
+    assert summary["d"] == opt.param_groups[0]["d"] >= ds[-1] and summary["steps"] == len(batches)
 
 
 def test_prodigy_resumes_exactly():

@@ -107,6 +107,12 @@ class ProdigyCosine(LRScheduler):
         return {"name": "prodigy", "optimizer": "Prodigy", **PRODIGY, "schedule": "cosine over all steps",
                 "weight_decay": self.optimizer.param_groups[0]["weight_decay"], "total_steps": self.total_steps}
 
+    def summary(self) -> dict[str, Any]:
+        """The estimate now, for the run's record: d (the LR Prodigy found), its largest candidate, d0."""
+        g = self.optimizer.param_groups[0]
+        return {"d": float(g["d"]), "d_max": float(g["d_max"]), "d0": float(g["d0"]), "multiplier": self.multiplier,
+                "steps": self.last_epoch}
+
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.describe(), "last_step": self.last_epoch, "base_lrs": list(self.base_lrs)}
 

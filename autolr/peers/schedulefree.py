@@ -25,6 +25,8 @@ The method trains at y and evaluates at x (the weighted average of the z iterate
   run matches an uninterrupted one bitwise only if the uninterrupted run also went through eval
   mode at the checkpoint; that holds when checkpoints are saved inside the evaluation that
   precedes them (as train.py saves after each epoch's evaluation). Tested in tests/test_peers.py.
+  A checkpoint saved under ``at_x`` alone (no evaluation) resumes exactly too, but holds x with
+  the statistics of y: fine to resume from, not a model to use.
 """
 
 from __future__ import annotations
