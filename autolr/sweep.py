@@ -61,6 +61,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from autolr import config
+from autolr.files import atomic_write_json
+from autolr.records import finite_or_none
+
 try:  # the slurm path needs submitit; everything else runs without it
     from submitit.helpers import Checkpointable, DelayedSubmission
 except ImportError:  # pragma: no cover - submitit is in requirements.txt
@@ -286,7 +290,7 @@ def _train_module() -> ModuleType:
 
 @lru_cache(maxsize=1)
 def _parser() -> argparse.ArgumentParser:
-    return _train_module().build_parser()
+    return config.build_parser()
 
 
 def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
@@ -305,14 +309,13 @@ def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
 
 @cache
 def _run_id(argv: tuple[str, ...]) -> str:
-    train = _train_module()
     try:
         args = _parser().parse_args(list(argv))
     except SystemExit:
         raise SweepError(f"train.py rejects the flags {' '.join(argv)}") from None
     try:
-        return train.run_id_of(train.resolve_config(args))
-    except train.UsageError as err:
+        return config.run_id(config.resolve(args))
+    except config.UsageError as err:
         raise SweepError(f"train.py rejects a run of this sweep: {err} (flags: {' '.join(argv)})") from None
 
 
@@ -671,7 +674,7 @@ class Sweep:
 
     def write_stages(self, plan: Plan, results: Mapping[str, RunResult]) -> dict[str, Any]:
         doc = self.stages_doc(plan, results)
-        _train_module().atomic_write_json(self.stages_path, doc)
+        atomic_write_json(self.stages_path, finite_or_none(doc))
         return doc
 
 
@@ -965,7 +968,7 @@ class SubmititExecutor:
             fn = TrainJob(gpus_per_node=params["gpus_per_node"], nodes=params["nodes"])
             submitted = ex.map_array(fn, [[*r.argv, *self.sweep.operational_argv()] for r in submit])
             known.update({r.run_id: str(j.job_id) for r, j in zip(submit, submitted, strict=True)})
-            _train_module().atomic_write_json(self.jobs_file, known)
+            atomic_write_json(self.jobs_file, finite_or_none(known))
             jobs += list(zip(submit, submitted, strict=True))
             print(f"submitted {len(submitted)} jobs ({self.cluster}): {submitted[0].job_id} ...", flush=True)
         pending = dict(enumerate(jobs))

@@ -34,14 +34,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from autolr import data  # noqa: E402
+import train  # noqa: E402 - the script at the repository root (pytest's pythonpath)
+from autolr import config, data, records  # noqa: E402
 
 from fakes import write_fake_cifar  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("autolr_train_script", REPO / "train.py")
-assert _spec is not None and _spec.loader is not None
-train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train)
 
 # runs whose micro-batch is not the recipe's 256 warn about it, as they should
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:micro-batch .* differs:UserWarning")]
@@ -128,7 +124,7 @@ def load_strict(path: Path) -> dict[str, Any]:
 
 
 def run_id_for(flags: list[str]) -> str:
-    return train.run_id_of(train.resolve_config(train.build_parser().parse_args(flags)))
+    return config.run_id(config.resolve(config.build_parser().parse_args(flags)))
 
 
 @pytest.mark.parametrize("sched", ["linear", "legw", "fixed"])
@@ -143,10 +139,10 @@ def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, worl
                  test_n: int | None = None, val_n: int | None = None, status: str = "finished") -> None:
     """Every field REPRODUCTION.md asks of a run record, and what they must hold."""
     assert RECORD_KEYS <= set(rec), RECORD_KEYS - set(rec)
-    assert rec["schema"] == train.SCHEMA
-    assert rec["run_id"] == train.run_id_of(rec["config"])
+    assert rec["schema"] == records.SCHEMA
+    assert rec["run_id"] == config.run_id(rec["config"])
     # every flag, resolved defaults included
-    flags = set(vars(train.build_parser().parse_args([])))
+    flags = set(vars(config.build_parser().parse_args([])))
     sched = rec["config"]["sched"]
     dropped = {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"} if sched != "auto" else {
         "lr", "warmup_epochs", "legw_b0"}
