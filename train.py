@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import platform
 import random
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -36,11 +34,19 @@ from typing import Any
 
 from autolr.config import RunConfig, UsageError, build_parser, resolve, run_id
 from autolr.files import FileLock, LockHeld, atomic_torch_save, stale_temporaries
-from autolr.records import SCHEMA, Record, RecordError, read_record, record_path, write_record
+from autolr.records import (
+    SCHEMA,
+    Record,
+    RecordError,
+    compact_lr_trace,
+    git_info,
+    read_record,
+    record_path,
+    write_record,
+)
 
 __all__ = ["SCHEMA", "CKPT_KEYS", "EVAL_MICRO_BS", "Interrupted", "main", "train", "cpu_threads"]
 
-REPO = Path(__file__).resolve().parent
 #: what an epoch-end checkpoint holds (see save_checkpoint)
 CKPT_KEYS = frozenset({"run_id", "epoch", "model", "optimizer", "scheduler", "rng", "epochs", "lrs", "phases",
                        "wall_seconds"})
@@ -70,20 +76,6 @@ def cpu_threads() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def git_info() -> dict[str, Any]:
-    # a copy of the tree whose .git is missing or stale (a lent GPU machine, a container) names its commit
-    if os.environ.get("AUTOLR_GIT_COMMIT"):
-        return {"commit": os.environ["AUTOLR_GIT_COMMIT"], "dirty": os.environ.get("AUTOLR_GIT_DIRTY") == "1"}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
-        return {"commit": commit or None, "dirty": dirty if commit else None}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
 def rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
@@ -103,14 +95,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def compact_lr_trace(lrs: list[float], phases: list[str], max_len: int = 20000) -> dict[str, Any]:
-    """Every step's LR, or every k-th step plus each step where the phase changes."""
-    k = max(1, math.ceil(len(lrs) / max_len))
-    steps = [s for s in range(len(lrs)) if s % k == 0 or s == len(lrs) - 1 or (s and phases[s] != phases[s - 1])]
-    return {"every": k, "step": steps, "lr": [lrs[s] for s in steps], "phase_change_steps":
-            [s for s in range(1, len(phases)) if phases[s] != phases[s - 1]]}
 
 
 def check_folder(flag: str, path: str, *, write: bool) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 from autolr.files import atomic_write_json
 
 __all__ = ["SCHEMA", "STATUSES", "Record", "RecordError", "finite_or_none", "read_record", "write_record",
-           "record_path"]
+           "record_path", "git_info", "compact_lr_trace"]
 
 SCHEMA = 1
+REPO = Path(__file__).resolve().parents[1]
 #: a run's outcome; "finished" and "diverged" are results, "failed" (a crash) is tried again
 STATUSES = ("finished", "diverged", "failed")
 
@@ -66,6 +68,29 @@ class Record:
     def from_dict(cls, obj: dict[str, Any]) -> Record:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in names})
+
+
+def git_info() -> dict[str, Any]:
+    """The commit that computed a run, and whether the tree had uncommitted changes."""
+    # a copy of the tree whose .git is missing or stale (a lent GPU machine, a container) names its commit
+    if os.environ.get("AUTOLR_GIT_COMMIT"):
+        return {"commit": os.environ["AUTOLR_GIT_COMMIT"], "dirty": os.environ.get("AUTOLR_GIT_DIRTY") == "1"}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return {"commit": commit or None, "dirty": dirty if commit else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def compact_lr_trace(lrs: list[float], phases: list[str], max_len: int = 20000) -> dict[str, Any]:
+    """Every step's LR, or every k-th step plus each step where the phase changes."""
+    k = max(1, math.ceil(len(lrs) / max_len))
+    steps = [s for s in range(len(lrs)) if s % k == 0 or s == len(lrs) - 1 or (s and phases[s] != phases[s - 1])]
+    return {"every": k, "step": steps, "lr": [lrs[s] for s in steps], "phase_change_steps":
+            [s for s in range(1, len(phases)) if phases[s] != phases[s - 1]]}
 
 
 def finite_or_none(obj: Any) -> Any:

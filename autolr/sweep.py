@@ -97,8 +97,7 @@ TUNED_AT_B0 = ("linear", "legw")
 #: schedulers that are never tuned (AutoWU finds its own peak)
 NEVER_TUNED = ("auto", "autoplus")
 #: flags the sweep sets itself per run: a sweep file may not set them in train_args
-_MANAGED = {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset", "legw_b0", "out", "ckpt_dir",
-            "resume", "progress", "warmup_epochs", "init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
+_MANAGED = config.sweep_keys()
 _SPEC_KEYS = {"name", "data", "subset", "epochs", "models", "opts", "batch_sizes", "seeds", "tuning_seed",
               "train_args", "schedulers", "max_extensions", "slurm", "description"}
 _SLURM_KEYS = {"nodes", "gpus_per_node", "partition", "time", "mem", "cpus_per_task", "account", "qos",
