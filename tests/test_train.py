@@ -519,7 +519,8 @@ BAD_INPUTS = {
     "warmup of 1e308 epochs": (["--sched", "fixed", "--lr", "0.1", "--warmup-epochs", "1e308"], "leaves no decay"),
     "legw warmup of inf epochs": (["--sched", "legw", "--lr", "0.1", "--warmup-epochs", "inf"],
                                   "--warmup-epochs must be finite"),
-    "max-lr / init-lr overflows": (["--init-lr", "1e-320", "--max-lr", "1e300"], "overflows"),
+    "max-lr / init-lr overflows": (["--init-lr", "1e-320", "--max-lr", "1e300", "--subset", "512", "--epochs", "2",
+                                    "--loader", "tensor"], "overflows"),
     "device not in this build": (["--device", "mps"], "--device mps: not available"),
     "validation set larger than the data": (["--val-size", "70000", "--subset", "512"],
                                             "official training set has 60000; pick at most 59999"),
@@ -595,12 +596,16 @@ def test_unknown_dataset_is_argparse_error(tmp_path: Path, capsys: pytest.Captur
     assert len(err.strip().splitlines()) == 1, err  # the error, not the usage's 15 lines
 
 
+# a run that finishes in seconds where train.py lacked the check under test (the test fails, not hangs)
+SMALL = ["--model", "mlp_tiny", "--loader", "tensor", "--subset", "256", "--epochs", "1"]
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("flag", ["--out", "--ckpt-dir", "--data-root", "--tensorboard"])
 def test_folder_that_is_a_file(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # found before training (issue 12, item 1), not after the whole run
     (tmp_path / "README.md").write_text("a file\n")
-    rc = train.main([*_dirs(tmp_path, tmp_path / "data"), flag, str(tmp_path / "README.md" / "runs")])
+    rc = train.main([*SMALL, *_dirs(tmp_path, tmp_path / "data"), flag, str(tmp_path / "README.md" / "runs")])
     _assert_usage_error(capsys, rc, f"{flag} {tmp_path / 'README.md' / 'runs'}: {tmp_path / 'README.md'} is a file",
                         tmp_path)
 
@@ -613,7 +618,7 @@ def test_unwritable_folder(flag: str, tmp_path: Path, capsys: pytest.CaptureFixt
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        rc = train.main([*_dirs(tmp_path, tmp_path / "data"), flag, str(locked / "runs")])
+        rc = train.main([*SMALL, *_dirs(tmp_path, tmp_path / "data"), flag, str(locked / "runs")])
     finally:
         locked.chmod(0o700)
     _assert_usage_error(capsys, rc, "is not writable", tmp_path)
@@ -626,7 +631,7 @@ def test_unwritable_folder(flag: str, tmp_path: Path, capsys: pytest.CaptureFixt
 def test_second_process_on_the_same_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from autolr.files import FileLock
 
-    flags = ["--resume", *_dirs(tmp_path, tmp_path / "data")]
+    flags = [*SMALL, "--resume", *_dirs(tmp_path, tmp_path / "data")]
     lock = tmp_path / "ckpt" / f"{run_id_for(flags)}.lock"
     with FileLock(lock):  # as the first process holds it while it trains
         rc = train.main(flags)
@@ -636,7 +641,7 @@ def test_second_process_on_the_same_run_is_refused(tmp_path: Path, capsys: pytes
 
 @pytest.mark.timeout(60)
 def test_finished_record_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    flags = _dirs(tmp_path, tmp_path / "data")
+    flags = [*SMALL, *_dirs(tmp_path, tmp_path / "data")]
     path = tmp_path / "out" / f"{run_id_for(flags)}.json"
     path.parent.mkdir()
     for status in ("finished", "diverged"):
