@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autolr.config import RunConfig, UsageError, build_parser, resolve, run_id
+from autolr.config import AUTOWU_FAMILY, RunConfig, UsageError, build_parser, resolve, run_id
 from autolr.files import FileLock, LockHeld, atomic_torch_save, stale_temporaries
 from autolr.records import (
     SCHEMA,
@@ -547,7 +547,7 @@ def log_epoch(st: State, epoch: int, step_losses: Any, train_acc: float, val: di
         st.tb.steps(first, step_losses.tolist(), st.lrs[first:first + st.steps_per_epoch])
         st.tb.epoch(epoch + 1, {"train/loss": tl, "train/acc": row["train_acc"], "val/loss": val["loss"],
                                 "val/acc": val["acc"]})
-        if st.s.cfg.sched == "auto":
+        if st.s.cfg.sched in AUTOWU_FAMILY:
             st.tb.autowu_tests(st.sched.history)
     return row
 
@@ -568,7 +568,7 @@ def finish(st: State, outcome: str, val: dict[str, float] | None) -> int:
                  "test_n": test["n"], "val_n": val["n"], "epochs_done": len(rec.epochs)}
     rec.lr_trace = compact_lr_trace(st.lrs, st.phases)
     autowu_seconds = 0.0
-    if s.cfg.sched == "auto":
+    if s.cfg.sched in AUTOWU_FAMILY:
         rec.autowu = st.sched.summary()
         autowu_seconds = st.sched.test_seconds
     rec.timing = {"wall_seconds": wall, "autowu_test_seconds": autowu_seconds,

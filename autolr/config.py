@@ -30,13 +30,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-__all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_OPTIONS", "BASELINE_OPTIONS", "RunConfig", "UsageError",
-           "build_parser", "operational_keys", "sweep_keys", "resolve", "run_id"]
+__all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_FAMILY", "RunConfig", "UsageError", "build_parser", "options_of",
+           "operational_keys", "sweep_keys", "resolve", "run_id"]
 
 IDENTITY = "identity"
 OPERATIONAL = "operational"
-#: the family of schedulers a scheduler-specific setting belongs to
-_AUTOWU, _BASELINES = "autowu", "baselines"
+#: AutoWU and its variants: they find their own peak LR (no --lr, no fixed warmup)
+AUTOWU_FAMILY = ("auto", "autoplus")
+#: a setting of every scheduler outside AUTOWU_FAMILY (the baselines)
+_BASELINES = "baselines"
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet")
 
 
@@ -46,11 +48,15 @@ class UsageError(Exception):
 
 def setting(default: Any, help: str, *, group: str, role: str = IDENTITY, sweep: bool = False,
             choices: Callable[[], list[str]] | tuple[str, ...] | None = None,
-            recipe: Callable[[Any], Any] | None = None, scheds: str | None = None, flag: bool = True) -> Any:
+            recipe: Callable[[Any], Any] | None = None, scheds: str | tuple[str, ...] | None = None,
+            resolved: Any = None, flag: bool = True) -> Any:
     """A field of RunConfig. ``recipe``: the recipe's value when the flag is not given (shown in
-    --help); ``scheds``: the family of schedulers it belongs to; ``flag=False``: derived, no flag."""
+    --help); ``scheds``: the schedulers it belongs to (None: all; _BASELINES: all outside
+    AUTOWU_FAMILY); ``resolved``: the value a scheduler's own setting takes when not given;
+    ``flag=False``: derived, no flag."""
     return field(default=default, metadata={"help": help, "group": group, "role": role, "sweep": sweep,
-                                            "choices": choices, "recipe": recipe, "scheds": scheds, "flag": flag})
+                                            "choices": choices, "recipe": recipe, "scheds": scheds,
+                                            "resolved": resolved, "flag": flag})
 
 
 def _scheduler_names() -> list[str]:
@@ -103,15 +109,28 @@ class RunConfig:
                                           group="schedule", sweep=True, scheds=_BASELINES)
     legw_b0: int | None = setting(None, "legw: the batch size --lr was tuned at (default: the recipe's B0)",
                                   group="schedule", sweep=True, scheds=_BASELINES)
-    init_lr: float = setting(1e-5, "auto: the warmup's first LR", group="schedule", sweep=True, scheds=_AUTOWU)
-    max_lr: float = setting(1.0, "auto: the LR the warmup reaches at its cap", group="schedule", sweep=True,
-                            scheds=_AUTOWU)
+    init_lr: float = setting(1e-5, "auto, autoplus: the warmup's first LR", group="schedule", sweep=True,
+                             scheds=AUTOWU_FAMILY)
+    max_lr: float = setting(1.0, "auto, autoplus: the LR the warmup reaches at its cap", group="schedule",
+                            sweep=True, scheds=AUTOWU_FAMILY)
     max_warmup_fraction: float = setting(0.5, "auto: forced switch at this fraction of the run",
-                                         group="schedule", sweep=True, scheds=_AUTOWU)
-    decay: str = setting("cosine", "auto: the decay after the warmup", group="schedule", sweep=True,
-                         choices=("cosine", "constant_cosine"), scheds=_AUTOWU)
-    gp_path: str = setting("fast", "auto: GP implementation", group="schedule", sweep=True,
-                           choices=("fast", "oracle"), scheds=_AUTOWU)
+                                         group="schedule", sweep=True, scheds=("auto",))
+    decay: str = setting("cosine", "auto, autoplus: the decay after the warmup", group="schedule", sweep=True,
+                         choices=("cosine", "constant_cosine"), scheds=AUTOWU_FAMILY)
+    gp_path: str = setting("fast", "auto, autoplus: GP implementation", group="schedule", sweep=True,
+                           choices=("fast", "oracle"), scheds=AUTOWU_FAMILY)
+    ramp_fraction: float | None = setting(None, "autoplus: the ramp's share of all steps", group="schedule",
+                                          scheds=("autoplus",), resolved=0.25)
+    candidate: str | None = setting(None, "autoplus: how the new LR is read", group="schedule",
+                                    choices=("smoothed", "gp"), scheds=("autoplus",), resolved="smoothed")
+    lr_factor: float | None = setting(None, "autoplus: switch LR = candidate x this", group="schedule",
+                                      scheds=("autoplus",), resolved=1.0)
+    test_fraction: float | None = setting(None, "autoplus: a test every this share of steps", group="schedule",
+                                          scheds=("autoplus",), resolved=0.01)
+    patience: int | None = setting(None, "autoplus: consecutive positive tests", group="schedule",
+                                   scheds=("autoplus",), resolved=3)
+    div_factor: float | None = setting(None, "autoplus: switch when the recent loss exceeds this x the smoothed "
+                                       "minimum (0: off)", group="schedule", scheds=("autoplus",), resolved=1.5)
     # -- runs
     out: str = setting("results/runs", "the record goes to OUT/<run_id>.json", group="runs", role=OPERATIONAL,
                        sweep=True)
@@ -139,27 +158,34 @@ class RunConfig:
     recipe: str | None = setting(None, "the recipe's name", group="derived", flag=False)
 
     def as_record(self) -> dict[str, Any]:
-        """The config as stored in the run's record and hashed into its id: the settings of other
-        schedulers' families left out."""
-        family = _family(self.sched)
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata["scheds"] in (None, family)}
+        """The config as stored in the run's record and hashed into its id: other schedulers'
+        settings left out."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _belongs(f, self.sched)}
 
     def scheduler_options(self) -> dict[str, Any]:
         """build_scheduler's keyword arguments for this run's scheduler."""
-        family = _family(self.sched)
-        opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["scheds"] == family}
-        if family == _AUTOWU:
+        opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["scheds"] is not None and _belongs(f, self.sched)}
+        if self.sched in AUTOWU_FAMILY:
             opts["seed"] = self.seed
+        if self.sched == "autoplus":
+            opts["div_factor"] = self.div_factor or None  # 0: no divergence guard
         return opts
 
 
-AUTOWU_OPTIONS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["scheds"] == _AUTOWU)
-BASELINE_OPTIONS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["scheds"] == _BASELINES)
+def _belongs(f: dataclasses.Field[Any], sched: str) -> bool:
+    scheds = f.metadata["scheds"]
+    if scheds is None:
+        return True
+    if scheds == _BASELINES:
+        return sched not in AUTOWU_FAMILY
+    return sched in scheds
 
 
-def _family(sched: str) -> str:
-    return _AUTOWU if sched == "auto" else _BASELINES
+def options_of(sched: str) -> tuple[str, ...]:
+    """The settings of one scheduler (its flags beyond the common ones)."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["scheds"] is not None
+                 and _belongs(f, sched))
 
 
 def operational_keys() -> frozenset[str]:
@@ -211,6 +237,8 @@ def build_parser(prog: str = "train.py", description: str | None = None) -> argp
         help_text = m["help"]
         if m["recipe"] is not None:
             help_text += f" (default: the recipe's, {_recipe_default_text(m['recipe'])})"
+        elif m["resolved"] is not None:
+            help_text += f" (default: {m['resolved']})"
         elif f.default is not None and f.default is not False:
             help_text += f" (default: {f.default})"
         kwargs: dict[str, Any] = {"default": f.default, "help": help_text.replace("%", "%%")}
@@ -274,7 +302,16 @@ def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
         raise UsageError(f"--wd must be finite and >= 0, got {c.wd}")
     if not 0 <= c.seed < 2**32:
         raise UsageError(f"--seed must lie in [0, 2**32), got {c.seed}")
-    if c.sched == "auto":
+    # a scheduler's own settings take their defaults for it, and are refused for any other
+    for f in dataclasses.fields(c):
+        if f.metadata["resolved"] is None:
+            continue
+        if _belongs(f, c.sched):
+            if getattr(c, f.name) is None:
+                setattr(c, f.name, f.metadata["resolved"])
+        elif getattr(c, f.name) is not None:
+            raise UsageError(f"--{f.name.replace('_', '-')} is for --sched {'/'.join(f.metadata['scheds'])} only")
+    if c.sched in AUTOWU_FAMILY:
         if c.lr is not None:
             raise UsageError("--lr is not accepted with --sched auto: AutoWU finds the peak LR itself "
                              "(set --init-lr / --max-lr to change its search range)")

@@ -21,6 +21,8 @@ from autolr import config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = sorted(REPO.glob("results/*/runs/*.json"))
+#: sweeps whose every run is committed
+COMPLETE_SWEEPS = ("demo", "fashion")
 
 
 def _argv_of(stored: dict[str, Any]) -> list[str]:
@@ -47,6 +49,10 @@ def test_committed_record_keeps_its_run_id(path: Path) -> None:
     rec = json.loads(path.read_text())
     stored = rec["config"]
     assert config.run_id(stored) == rec["run_id"] == path.stem
+    if stored["sched"] == "autoplus" and "div_factor" not in stored:
+        # AutoWU+ development runs from before --div-factor existed (a setting added to the method
+        # since): their flags now resolve to a config with the divergence guard, another run
+        pytest.skip("an autoplus development record from before --div-factor")
     # the flags of the run, resolved again, give the very same config: keys, values and types
     resolved = config.resolve(config.build_parser().parse_args(_argv_of(stored)))
     again = resolved.as_record()
@@ -71,8 +77,9 @@ def test_the_sweep_finds_every_committed_record(name: str) -> None:
     plan = sweep.plan(results)
     planned = {r.run_id for r in plan.tuning_runs} | {r.run_id for r in plan.final_runs}
     committed = {p.stem for p in (REPO / "results" / name / "runs").glob("*.json")}
-    assert planned == committed
-    assert not plan.waiting_finals and plan.tuning_done
+    assert committed <= planned  # every committed record is one of the sweep's runs, found by its id
+    if name in COMPLETE_SWEEPS:  # started again, it runs nothing
+        assert planned == committed and not plan.waiting_finals and plan.tuning_done
 
 
 def test_roles() -> None:
@@ -82,17 +89,24 @@ def test_roles() -> None:
     assert config.sweep_keys() == {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset",
                                    "legw_b0", "out", "ckpt_dir", "resume", "progress", "warmup_epochs", "init_lr",
                                    "max_lr", "max_warmup_fraction", "decay", "gp_path"}
-    assert set(config.AUTOWU_OPTIONS) == {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
-    assert set(config.BASELINE_OPTIONS) == {"lr", "warmup_epochs", "legw_b0"}
+    assert set(config.options_of("auto")) == {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
+    assert set(config.options_of("autoplus")) == {"init_lr", "max_lr", "decay", "gp_path", "ramp_fraction",
+                                                  "candidate", "lr_factor", "test_fraction", "patience", "div_factor"}
+    for sched in ("linear", "legw", "fixed", "cosine", "constant"):
+        assert set(config.options_of(sched)) == {"lr", "warmup_epochs", "legw_b0"}
 
 
-def test_autowu_defaults_are_autowus() -> None:
+def test_scheduler_defaults_are_the_schedulers() -> None:
+    from autolr.autoplus import AutoWUPlus
     from autolr.autowu import AutoWU
 
-    params = inspect.signature(AutoWU.__init__).parameters
-    fields = {f.name: f.default for f in dataclasses.fields(config.RunConfig)}
-    for name in config.AUTOWU_OPTIONS:
-        assert fields[name] == params[name].default, name
+    fields = {f.name: f for f in dataclasses.fields(config.RunConfig)}
+    for sched, cls in (("auto", AutoWU), ("autoplus", AutoWUPlus)):
+        params = {**inspect.signature(AutoWU.__init__).parameters, **inspect.signature(cls.__init__).parameters}
+        for name in config.options_of(sched):
+            f = fields[name]
+            default = f.default if f.metadata["resolved"] is None else f.metadata["resolved"]
+            assert default == params[name].default, (sched, name)
 
 
 def test_help_shows_the_real_defaults() -> None:
@@ -107,7 +121,7 @@ def test_help_shows_the_real_defaults() -> None:
 
 def test_argparse_error_is_one_line() -> None:
     out = subprocess.run([sys.executable, str(REPO / "train.py"), "--bs", "x"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=600)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train.py: error: argument --bs: invalid int value"), out.stderr
