@@ -607,8 +607,9 @@ def train(args: argparse.Namespace) -> int:
     with run_lock(s) as todo:
         if not todo:
             return 0
+        ckpt = read_checkpoint(s)  # an unreadable one is found before any data is converted or loaded
         st = build(s)
-        restore(st, read_checkpoint(s))
+        restore(st, ckpt)
         outcome, val = "finished", None  # val: the last epoch's validation, of the final weights
         try:
             st.t_start = time.perf_counter()
@@ -624,7 +625,8 @@ def train(args: argparse.Namespace) -> int:
                 save_checkpoint(st, epoch + 1)
             return finish(st, outcome, val)
         except KeyboardInterrupt as err:
-            saved = s.ckpt_path if st.epochs_saved and s.ckpt_path.exists() else None
+            # the file, not the count: a signal may land between a save's rename and its return
+            saved = s.ckpt_path if s.ckpt_path.exists() else None
             raise Interrupted(getattr(err, "signame", "SIGINT"), saved, st.epochs_saved) from None
         except Exception as err:
             record_failure(st, err)
@@ -660,8 +662,8 @@ def interrupt_message(err: KeyboardInterrupt, argv: list[str]) -> str:
     launcher = " (under the same launcher)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     ckpt = getattr(err, "checkpoint", None)
     if ckpt is not None:
-        return (f"train.py: stopped by {signame}; the checkpoint after epoch {err.epochs_saved} is kept in {ckpt}; "
-                f"resume with{launcher}: {cmd}")
+        after = f" after epoch {err.epochs_saved}" if err.epochs_saved else ""
+        return f"train.py: stopped by {signame}; the checkpoint{after} is kept in {ckpt}; resume with{launcher}: {cmd}"
     return f"train.py: stopped by {signame} before any checkpoint of this run; run again with{launcher}: {cmd}"
 
 

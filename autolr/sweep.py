@@ -13,7 +13,7 @@ smallest batch size) and ``fixed`` (and any other tuned scheduler) at every batc
 with the chosen LR (``auto`` needs none). A final run with the tuning seed has the config of its
 tuning run, hence its run_id, and reuses that record.
 
-Every run is identified by train.py's own ``run_id_of(resolve_config(...))`` and writes
+Every run is identified by autolr.config's ``run_id(resolve(...))`` (train.py's own) and writes
 ``results/<name>/runs/<run_id>.json``; a run with a record is never run again, and every run gets
 ``--resume``, so a sweep killed at any point and started again runs only what is missing and
 continues an interrupted run from its checkpoint (``checkpoints/<name>/<run_id>/``; per-run logs in
