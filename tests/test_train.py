@@ -664,7 +664,7 @@ def test_finished_record_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[s
 # 6c. Interrupts: one line that says where the checkpoint is and how to resume (issue 12, item 9)
 # ---------------------------------------------------------------------------------------------
 @needs_fashion
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(sig: signal.Signals, tmp_path: Path,
                                                                 fashion_root: Path) -> None:
@@ -675,13 +675,13 @@ def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(sig: signal.Signa
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *flags], cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600
         while not ckpt.exists():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
             time.sleep(0.02)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
