@@ -47,7 +47,7 @@ class UsageError(Exception):
 # Command line
 # ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from autolr.schedules import SCHEDULERS
+    from autolr.registry import SCHEDULERS, flag_options
 
     p = argparse.ArgumentParser(prog="train.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,18 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear: base LR per 256 examples; legw: LR at --legw-b0; fixed/cosine/constant: the peak")
     g.add_argument("--warmup-epochs", type=float, default=None, help="linear/fixed: default 5; legw: w0 at B0")
     g.add_argument("--legw-b0", type=int, default=None, help="legw: the batch size --lr was tuned at")
-    g.add_argument("--init-lr", type=float, default=1e-5, help="auto: the warmup's first LR")
-    g.add_argument("--max-lr", type=float, default=1.0, help="auto: the LR the warmup reaches at its cap")
-    g.add_argument("--max-warmup-fraction", type=float, default=0.5, help="auto: forced switch at this fraction")
-    g.add_argument("--decay", default="cosine", choices=["cosine", "constant_cosine"], help="auto: decay")
-    g.add_argument("--gp-path", default="fast", choices=["fast", "oracle"], help="auto: GP implementation")
-    g.add_argument("--ramp-fraction", type=float, default=None, help="autoplus: the ramp's share of all steps (0.25)")
-    g.add_argument("--candidate", default=None, choices=["smoothed", "gp"], help="autoplus: how the new LR is read")
-    g.add_argument("--lr-factor", type=float, default=None, help="autoplus: switch LR = candidate x this (1.0)")
-    g.add_argument("--test-fraction", type=float, default=None, help="autoplus: a test every this share of steps")
-    g.add_argument("--patience", type=int, default=None, help="autoplus: consecutive positive tests (3)")
-    g.add_argument("--div-factor", type=float, default=None,
-                   help="autoplus: switch when the recent loss exceeds this x the smoothed minimum (1.5; 0: off)")
+    for o, methods in flag_options():  # the methods' own options (autolr/registry.py), resolved per method
+        defaults = {m: SCHEDULERS[m].option(o.name).default for m in methods}
+        shown = o.default if len(set(defaults.values())) == 1 else ", ".join(f"{m} {d}" for m, d in defaults.items())
+        g.add_argument(f"--{o.name.replace('_', '-')}", type=o.type, default=None, choices=o.choices,
+                       help=f"{'/'.join(methods)}: {o.help} (default: {shown})")
     g = p.add_argument_group("runs")
     g.add_argument("--out", default="results/runs", help="the record goes to OUT/<run_id>.json")
     g.add_argument("--ckpt-dir", default="checkpoints", help="checkpoints go to CKPT_DIR/<run_id>/")
@@ -106,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """Fill recipe defaults, check every flag, and return the run's full config."""
     from autolr.recipes import EFFICIENTNET_PREFIX, get_recipe
+    from autolr.registry import SCHEDULERS, flag_options
     from autolr.schedules import DEFAULT_WARMUP_EPOCHS
 
     r = get_recipe(args.data)
@@ -142,37 +136,31 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--wd must be finite and >= 0, got {cfg['wd']}")
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
-    # AutoWU+'s own options enter the config (so the run_id) of autoplus runs only
-    plus_keys = ("ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor")
-    if args.sched == "autoplus":
-        plus_defaults = {"ramp_fraction": 0.25, "candidate": "smoothed", "lr_factor": 1.0, "test_fraction": 0.01,
-                         "patience": 3, "div_factor": 1.5}
-        for k in plus_keys:
-            cfg[k] = plus_defaults[k] if cfg[k] is None else cfg[k]
-        cfg.pop("max_warmup_fraction")
-    else:
-        set_plus = [k for k in plus_keys if cfg.pop(k) is not None]
-        if set_plus:
-            raise UsageError(f"--{set_plus[0].replace('_', '-')} is for --sched autoplus only")
-    if args.sched in ("auto", "autoplus"):
+    method = SCHEDULERS[args.sched]
+    if method.lr is None:
         if args.lr is not None:
-            raise UsageError("--lr is not accepted with --sched auto: AutoWU finds the peak LR itself "
-                             "(set --init-lr / --max-lr to change its search range)")
+            raise UsageError(f"--lr is not accepted with --sched {args.sched}: {method.label} finds the peak LR "
+                             "itself (set --init-lr / --max-lr to change its search range)")
         if args.warmup_epochs is not None or args.legw_b0 is not None:
-            raise UsageError("--warmup-epochs / --legw-b0 are for the baselines; AutoWU's warmup is adaptive")
+            raise UsageError(f"--warmup-epochs / --legw-b0 are for the baselines; {method.label}'s warmup is "
+                             "adaptive")
         for k in ("lr", "warmup_epochs", "legw_b0"):
             cfg.pop(k)
     else:
         if args.lr is None:
             raise UsageError(f"--sched {args.sched} needs --lr (see --help for what it means there)")
-        if args.sched != "legw" and args.legw_b0 is not None:
+        if not method.takes_b0 and args.legw_b0 is not None:
             raise UsageError("--legw-b0 is only for --sched legw")
-        if args.sched == "legw" and args.legw_b0 is None:
+        if method.takes_b0 and args.legw_b0 is None:
             cfg["legw_b0"] = r.batch_sizes[0]  # B0: the recipe grid's smallest batch
-        if args.sched in ("linear", "legw", "fixed") and args.warmup_epochs is None:
+        if method.warmup and args.warmup_epochs is None:
             cfg["warmup_epochs"] = DEFAULT_WARMUP_EPOCHS  # resolved: with or without the flag, one run_id
-        for k in ("init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"):
-            cfg.pop(k)
+    # the method's own flags enter the config (so the run_id) with their defaults; another method's are refused
+    for o, methods in flag_options():
+        if o.name in method.flags:
+            cfg[o.name] = method.option(o.name).default if cfg[o.name] is None else cfg[o.name]
+        elif cfg.pop(o.name) is not None:
+            raise UsageError(f"--{o.name.replace('_', '-')} is for --sched {' / '.join(methods)} only")
     return cfg
 
 
@@ -288,7 +276,7 @@ def train(args: argparse.Namespace) -> int:
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from autolr import build_scheduler
+    from autolr import SCHEDULERS, build_scheduler
     from autolr.data import build_loaders, dataset_info
     from autolr.models import build_model
     from autolr.optim import build_optimizer
@@ -349,14 +337,12 @@ def train(args: argparse.Namespace) -> int:
         raise UsageError(f"--model {cfg['model']} does not take {cfg['data']} images "
                          f"({'x'.join(map(str, shape[1:]))}): {type(err).__name__}: {str(err)[:120]}") from None
     model.train()
+    method = SCHEDULERS[cfg["sched"]]
     sched_opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
-    if cfg["sched"] == "auto":
-        sched_opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
-                          decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
-    if cfg["sched"] == "autoplus":
-        sched_opts.update({k: cfg[k] for k in ("init_lr", "max_lr", "decay", "gp_path", "ramp_fraction", "candidate",
-                                               "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"],
-                          div_factor=cfg["div_factor"] or None)
+    # the method's own flags, and its seed from the run's
+    sched_opts.update({name: cfg[name] for name in method.flags})
+    if "seed" in {o.name for o in method.options}:
+        sched_opts["seed"] = cfg["seed"]
     try:
         # the schedule's settings, checked on a stand-in optimizer before the data is converted or loaded
         build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),

@@ -61,6 +61,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from autolr.registry import SCHEDULERS, flag_options, methods_tuned
+
 try:  # the slurm path needs submitit; everything else runs without it
     from submitit.helpers import Checkpointable, DelayedSubmission
 except ImportError:  # pragma: no cover - submitit is in requirements.txt
@@ -89,12 +91,13 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[1]
 STAGES_SCHEMA = 1
 #: schedulers whose LR is searched once at B0 and then carried to other batch sizes by their rule
-TUNED_AT_B0 = ("linear", "legw")
+TUNED_AT_B0 = methods_tuned("b0")
 #: schedulers that are never tuned (AutoWU finds its own peak)
-NEVER_TUNED = ("auto", "autoplus")
-#: flags the sweep sets itself per run: a sweep file may not set them in train_args
+NEVER_TUNED = methods_tuned("never")
+#: flags the sweep sets itself per run: a sweep file may not set them in train_args (the methods'
+#: own options go under their scheduler's entry)
 _MANAGED = {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset", "legw_b0", "out", "ckpt_dir",
-            "resume", "progress", "warmup_epochs", "init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
+            "resume", "progress", "warmup_epochs"} | {o.name for o, _ in flag_options()}
 _SPEC_KEYS = {"name", "data", "subset", "epochs", "models", "opts", "batch_sizes", "seeds", "tuning_seed",
               "train_args", "schedulers", "max_extensions", "slurm", "description"}
 _SLURM_KEYS = {"nodes", "gpus_per_node", "partition", "time", "mem", "cpus_per_task", "account", "qos",
@@ -184,7 +187,6 @@ def _positive_int(value: Any, what: str) -> int:
 def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec:
     """Check a parsed sweep file and fill its defaults from the recipe."""
     from autolr.recipes import get_recipe
-    from autolr.schedules import SCHEDULERS
 
     where = path or "sweep"
     if not isinstance(raw, Mapping):
@@ -521,7 +523,7 @@ class Sweep:
         flags.update({k: v for k, v in s.schedulers[method].items() if k != "lr"})
         if method not in NEVER_TUNED:
             flags["lr"] = float(lr)  # type: ignore[arg-type]
-        if method == "legw":
+        if SCHEDULERS[method].takes_b0:
             flags["legw_b0"] = s.b0
         flags.update(s.train_args)
         return flags

@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from autolr.schedules import build_scheduler
+from autolr import build_scheduler
 
 BATCH_SIZES = (256, 1024, 4096, 16384)
 STEPS_PER_EPOCH = (1, 3, 7)
