@@ -1,0 +1,78 @@
+"""Run ids survive refactors: every committed record's run_id is recomputed from its config, and
+from train.py's flags resolved today; flags of every scheduler resolve to the run_ids the
+pre-registry train.py gave them.
+
+A record is found again by a sweep (and never rerun) only while train.py resolves the same flags
+to the same config; a changed key or default would orphan every committed result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("autolr_train_script_ids", REPO / "train.py")
+assert _spec is not None and _spec.loader is not None
+train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train)
+
+RECORDS = sorted(REPO.glob("results/*/runs/*.json"))
+
+
+def _argv_of(cfg: dict[str, Any]) -> list[str]:
+    """The flags that ask train.py for this config again."""
+    dests = {a.dest: a for a in train.build_parser()._actions}
+    argv: list[str] = []
+    for key, value in cfg.items():
+        action = dests.get(key)
+        if action is None or key in train.OPERATIONAL or value is None:
+            continue
+        flag = action.option_strings[0]
+        if action.nargs == 0:  # store_true
+            argv += [flag] if value else []
+        else:
+            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+def test_there_are_committed_records():
+    assert len(RECORDS) >= 50
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_committed_record_keeps_its_run_id(path):
+    record = json.loads(path.read_text())
+    cfg = record["config"]
+    assert train.run_id_of(cfg) == record["run_id"] == path.stem
+    # and today's train.py resolves the same flags to the same config
+    resolved = train.resolve_config(train.build_parser().parse_args(_argv_of(cfg)))
+    mine = {k: v for k, v in resolved.items() if k not in train.OPERATIONAL}
+    theirs = {k: v for k, v in cfg.items() if k not in train.OPERATIONAL}
+    assert mine == theirs
+    assert train.run_id_of(resolved) == record["run_id"]
+
+
+# run_ids computed by train.py at commit 8131440, before the scheduler registry
+BEFORE_THE_REGISTRY = [
+    ([], "c8c36a11992a"),
+    (["--sched", "auto", "--bs", "4096", "--init-lr", "1e-4", "--decay", "constant_cosine"], "c974bc2b6ae5"),
+    (["--sched", "auto", "--max-lr", "2.0", "--max-warmup-fraction", "0.3", "--gp-path", "oracle"], "7651ca7d4a66"),
+    (["--sched", "linear", "--lr", "0.01"], "6ba64f6e8a44"),
+    (["--sched", "linear", "--lr", "0.01", "--warmup-epochs", "2"], "d5033110da04"),
+    (["--sched", "legw", "--lr", "0.01", "--warmup-epochs", "0.625"], "a6631f1582fc"),
+    (["--sched", "legw", "--lr", "0.01", "--legw-b0", "512", "--bs", "4096"], "4055c6421fb9"),
+    (["--sched", "fixed", "--lr", "0.1", "--data", "cifar10"], "81a75fb50f1d"),
+    (["--sched", "cosine", "--lr", "0.1"], "4cb23f1d7a4e"),
+    (["--sched", "cosine", "--lr", "0.1", "--warmup-epochs", "0"], "b93f2a3e51f9"),
+    (["--sched", "constant", "--lr", "0.03", "--subset", "1000", "--epochs", "3"], "563ed299fe76"),
+]
+
+
+@pytest.mark.parametrize(("argv", "run_id"), BEFORE_THE_REGISTRY)
+def test_flags_keep_their_run_id(argv, run_id):
+    assert train.run_id_of(train.resolve_config(train.build_parser().parse_args(argv))) == run_id
