@@ -123,7 +123,6 @@ class Scheduler(LRScheduler):
             )
         self.group_ratios = [lr / first for lr in self.base_lrs]
         self.last_epoch = 0
-        self._step_count = 0
         self._last_lr: list[float] = []
 
     @property
@@ -161,7 +160,6 @@ class Scheduler(LRScheduler):
 
     def step(self, loss: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
         """Advance one optimizer step; ``loss`` is accepted for a uniform API and ignored."""
-        self._step_count += 1
         self.last_step += 1
         self._apply(self._lr(self.last_step))
 
