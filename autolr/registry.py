@@ -128,7 +128,7 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, steps_per_ep
     unknown = sorted(set(options) - {o.name for o in m.options})
     if unknown:
         owners = [e for e in SCHEDULERS.values() if set(unknown) <= {o.name for o in e.options}]
-        where = f"for {owners[0].label} only (--sched {' / '.join(e.name for e in owners)})" if owners else "unknown"
+        where = f"for {owners[0].label} only (schedulers {', '.join(e.name for e in owners)})" if owners else "unknown"
         raise ValueError(f"options {unknown} are {where}, not {name!r}")
     return m.build(optimizer, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs, batch_size=batch_size,
                    **kwargs, **options)

@@ -57,7 +57,7 @@ def test_committed_record_keeps_its_run_id(path):
     assert train.run_id_of(resolved) == record["run_id"]
 
 
-# run_ids computed by train.py at commit 8131440, before the scheduler registry
+# run_ids computed by train.py before the scheduler registry, at commit 8131440
 BEFORE_THE_REGISTRY = [
     ([], "c8c36a11992a"),
     (["--sched", "auto", "--bs", "4096", "--init-lr", "1e-4", "--decay", "constant_cosine"], "c974bc2b6ae5"),
@@ -70,6 +70,12 @@ BEFORE_THE_REGISTRY = [
     (["--sched", "cosine", "--lr", "0.1"], "4cb23f1d7a4e"),
     (["--sched", "cosine", "--lr", "0.1", "--warmup-epochs", "0"], "b93f2a3e51f9"),
     (["--sched", "constant", "--lr", "0.03", "--subset", "1000", "--epochs", "3"], "563ed299fe76"),
+    # and at 0f6b018, which added autoplus
+    (["--sched", "autoplus"], "b0112e6e107b"),
+    (["--sched", "autoplus", "--bs", "4096", "--ramp-fraction", "0.1", "--candidate", "gp", "--patience", "2"],
+     "40e4f6b067b8"),
+    (["--sched", "autoplus", "--init-lr", "1e-4", "--lr-factor", "0.8", "--test-fraction", "0.02", "--decay",
+      "constant_cosine"], "60c48c7eae21"),
 ]
 
 
