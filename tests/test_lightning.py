@@ -16,7 +16,8 @@ from autolr import build_scheduler  # noqa: E402
 from autolr.lightning import AutoLRCallback  # noqa: E402
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore:.*LeafSpec:FutureWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning",
+                                        "ignore:.*LeafSpec:FutureWarning")
 
 N, BATCH, EPOCHS = 72, 8, 4  # 9 batches an epoch: with accumulation 2 the last step has one micro-batch
 
