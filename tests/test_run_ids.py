@@ -44,6 +44,11 @@ def test_there_are_committed_records():
     assert len(RECORDS) >= 50
 
 
+#: AutoWU+ development runs made at 0f6b018, before dc317f0 added --div-factor: today's flags ask for
+#: the same run plus div_factor, so a sweep would not find these again (a method in development)
+BEFORE_DIV_FACTOR = {"4804906a9750", "67c1ed7c44e3", "9bb93bc16083"}
+
+
 @pytest.mark.parametrize("path", RECORDS, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
 def test_committed_record_keeps_its_run_id(path):
     record = json.loads(path.read_text())
@@ -53,6 +58,9 @@ def test_committed_record_keeps_its_run_id(path):
     resolved = train.resolve_config(train.build_parser().parse_args(_argv_of(cfg)))
     mine = {k: v for k, v in resolved.items() if k not in train.OPERATIONAL}
     theirs = {k: v for k, v in cfg.items() if k not in train.OPERATIONAL}
+    if path.stem in BEFORE_DIV_FACTOR:
+        assert mine == {**theirs, "div_factor": 1.5}
+        return
     assert mine == theirs
     assert train.run_id_of(resolved) == record["run_id"]
 
@@ -70,12 +78,10 @@ BEFORE_THE_REGISTRY = [
     (["--sched", "cosine", "--lr", "0.1"], "4cb23f1d7a4e"),
     (["--sched", "cosine", "--lr", "0.1", "--warmup-epochs", "0"], "b93f2a3e51f9"),
     (["--sched", "constant", "--lr", "0.03", "--subset", "1000", "--epochs", "3"], "563ed299fe76"),
-    # and at 0f6b018, which added autoplus
-    (["--sched", "autoplus"], "b0112e6e107b"),
-    (["--sched", "autoplus", "--bs", "4096", "--ramp-fraction", "0.1", "--candidate", "gp", "--patience", "2"],
-     "40e4f6b067b8"),
-    (["--sched", "autoplus", "--init-lr", "1e-4", "--lr-factor", "0.8", "--test-fraction", "0.02", "--decay",
-      "constant_cosine"], "60c48c7eae21"),
+    # autoplus (in development: its options changed with dc317f0's div_factor) as at 5afe40f
+    (["--sched", "autoplus"], "b47f03c668c2"),
+    (["--sched", "autoplus", "--div-factor", "0"], "0f0292a9020e"),
+    (["--sched", "autoplus", "--div-factor", "2.0", "--patience", "2"], "8817e4680d52"),
 ]
 
 
