@@ -30,13 +30,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from autolr.registry import SCHEDULERS  # the methods: which take an lr, a warmup, a B0, which options
+
 __all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_FAMILY", "RunConfig", "UsageError", "build_parser", "options_of",
            "scheduler_keys", "operational_keys", "sweep_keys", "resolve", "run_id"]
 
 IDENTITY = "identity"
 OPERATIONAL = "operational"
-#: AutoWU and its variants: they find their own peak LR (no --lr, no fixed warmup)
-AUTOWU_FAMILY = ("auto", "autoplus")
+#: AutoWU and its variants: they find their own peak LR (no --lr, no fixed warmup); the registry's
+#: methods that take no lr
+AUTOWU_FAMILY = tuple(name for name, m in SCHEDULERS.items() if m.lr is None)
 #: a setting of every scheduler outside AUTOWU_FAMILY (the baselines)
 _BASELINES = "baselines"
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet")
@@ -60,9 +63,7 @@ def setting(default: Any, help: str, *, group: str, role: str = IDENTITY, sweep:
 
 
 def _scheduler_names() -> list[str]:
-    from autolr.schedules import SCHEDULERS
-
-    return list(SCHEDULERS)
+    return list(SCHEDULERS)  # the registry's, in its order
 
 
 def _b0(r: Any) -> int:
@@ -120,17 +121,18 @@ class RunConfig:
     gp_path: str = setting("fast", "auto, autoplus: GP implementation", group="schedule", sweep=True,
                            choices=("fast", "oracle"), scheds=AUTOWU_FAMILY)
     ramp_fraction: float | None = setting(None, "autoplus: the ramp's share of all steps", group="schedule",
-                                          scheds=("autoplus",), resolved=0.25)
+                                          sweep=True, scheds=("autoplus",), resolved=0.25)
     candidate: str | None = setting(None, "autoplus: how the new LR is read", group="schedule",
-                                    choices=("smoothed", "gp"), scheds=("autoplus",), resolved="smoothed")
+                                    choices=("smoothed", "gp"), sweep=True, scheds=("autoplus",), resolved="smoothed")
     lr_factor: float | None = setting(None, "autoplus: switch LR = candidate x this", group="schedule",
-                                      scheds=("autoplus",), resolved=1.0)
+                                      sweep=True, scheds=("autoplus",), resolved=1.0)
     test_fraction: float | None = setting(None, "autoplus: a test every this share of steps", group="schedule",
-                                          scheds=("autoplus",), resolved=0.01)
+                                          sweep=True, scheds=("autoplus",), resolved=0.01)
     patience: int | None = setting(None, "autoplus: consecutive positive tests", group="schedule",
-                                   scheds=("autoplus",), resolved=3)
+                                   sweep=True, scheds=("autoplus",), resolved=3)
     div_factor: float | None = setting(None, "autoplus: switch when the recent loss exceeds this x the smoothed "
-                                       "minimum (0: off)", group="schedule", scheds=("autoplus",), resolved=1.5)
+                                       "minimum (0: off)", group="schedule", sweep=True, scheds=("autoplus",),
+                                       resolved=1.5)
     # -- runs
     out: str = setting("results/runs", "the record goes to OUT/<run_id>.json", group="runs", role=OPERATIONAL,
                        sweep=True)
@@ -166,8 +168,8 @@ class RunConfig:
         """build_scheduler's keyword arguments for this run's scheduler."""
         opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.metadata["scheds"] is not None and _belongs(f, self.sched)}
-        if self.sched in AUTOWU_FAMILY:
-            opts["seed"] = self.seed
+        if "seed" in {o.name for o in SCHEDULERS[self.sched].options}:
+            opts["seed"] = self.seed  # the method's seed is the run's
         if self.sched == "autoplus":
             opts["div_factor"] = self.div_factor or None  # 0: no divergence guard
         return opts
@@ -325,17 +327,19 @@ def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
     else:
         if c.lr is None:
             raise UsageError(f"--sched {c.sched} needs --lr (see --help for what it means there)")
-        if c.sched != "legw" and c.legw_b0 is not None:
-            raise UsageError("--legw-b0 is only for --sched legw")
-        if c.sched == "legw" and c.legw_b0 is None:
+        method = SCHEDULERS[c.sched]
+        if not method.takes_b0 and c.legw_b0 is not None:
+            raise UsageError("--legw-b0 is only for --sched "
+                             + " / ".join(n for n, m in SCHEDULERS.items() if m.takes_b0))
+        if method.takes_b0 and c.legw_b0 is None:
             c.legw_b0 = r.batch_sizes[0]  # B0: the recipe grid's smallest batch
-        if c.sched in ("linear", "legw", "fixed") and c.warmup_epochs is None:
+        if method.warmup and c.warmup_epochs is None:
             c.warmup_epochs = DEFAULT_WARMUP_EPOCHS  # resolved: with or without the flag, one run_id
         w = c.warmup_epochs
         if w is not None and not (math.isfinite(w) and w >= 0):
             raise UsageError(f"--warmup-epochs must be finite and >= 0, got {w}")
         # legw scales w0 by B/B0 and caps it at half the budget; the others take it as it is
-        if w is not None and c.sched != "legw" and w >= c.epochs:
+        if w is not None and not method.takes_b0 and w >= c.epochs:
             raise UsageError(f"--warmup-epochs {w:g} leaves no decay in a run of {c.epochs} epochs: "
                              "use fewer warmup epochs")
     return c

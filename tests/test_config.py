@@ -88,7 +88,10 @@ def test_roles() -> None:
                                          "compile", "keep_ckpt", "data_root", "tensorboard", "overwrite"}
     assert config.sweep_keys() == {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset",
                                    "legw_b0", "out", "ckpt_dir", "resume", "progress", "warmup_epochs", "init_lr",
-                                   "max_lr", "max_warmup_fraction", "decay", "gp_path"}
+                                   "max_lr", "max_warmup_fraction", "decay", "gp_path",
+                                   # every method's own options go under its scheduler's entry (registry)
+                                   "ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience",
+                                   "div_factor"}
     assert set(config.options_of("auto")) == {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
     assert set(config.options_of("autoplus")) == {"init_lr", "max_lr", "decay", "gp_path", "ramp_fraction",
                                                   "candidate", "lr_factor", "test_fraction", "patience", "div_factor"}
@@ -158,3 +161,27 @@ def test_resolved_config_by_family() -> None:
     assert legw.scheduler_options() == {"lr": 0.01, "warmup_epochs": 5.0, "legw_b0": 256}
     assert config.resolve(config.build_parser().parse_args([])).scheduler_options() == {
         "init_lr": 1e-5, "max_lr": 1.0, "max_warmup_fraction": 0.5, "decay": "cosine", "gp_path": "fast", "seed": 0}
+
+
+def test_scheduler_settings_agree_with_the_registry() -> None:
+    """config.py's scheduler settings restate the registry's options (autolr/registry.py): they
+    must agree, flag for flag, in the methods that take them, their defaults and their choices."""
+    import dataclasses
+
+    from autolr.registry import SCHEDULERS, flag_options
+
+    fields = {f.name: f for f in dataclasses.fields(config.RunConfig)}
+    baseline_keys = {"lr", "warmup_epochs", "legw_b0"}
+    assert config.scheduler_keys() == {o.name for o, _ in flag_options()} | baseline_keys
+    for name, m in SCHEDULERS.items():
+        own = set(m.flags) | (baseline_keys if m.lr is not None else set())
+        assert set(config.options_of(name)) == own, name
+        assert (name in config.AUTOWU_FAMILY) == (m.lr is None), name
+    for o, methods in flag_options():
+        f = fields[o.name]
+        assert f.metadata["sweep"], o.name  # a sweep sets it under its scheduler's entry, not train_args
+        for m in methods:
+            default = f.metadata["resolved"] if f.metadata["resolved"] is not None else f.default
+            assert default == SCHEDULERS[m].option(o.name).default, (o.name, m)
+        assert tuple(f.metadata["choices"] or ()) == tuple(o.choices or ()), o.name
+    assert config.build_parser()._option_string_actions["--sched"].choices == list(SCHEDULERS)

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 import train  # noqa: E402 - the script at the repository root (pytest's pythonpath)
 from autolr import config, data, records  # noqa: E402
+from autolr.registry import SCHEDULERS, flag_options  # noqa: E402
 
 from fakes import write_fake_cifar  # noqa: E402
 
@@ -145,8 +146,11 @@ def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, worl
     # every flag, resolved defaults included
     flags = set(vars(config.build_parser().parse_args([])))
     sched = rec["config"]["sched"]
-    dropped = {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"} if sched != "auto" else {
-        "lr", "warmup_epochs", "legw_b0"}
+    # less the flags of other methods (and the baselines' LR flags for a method that takes no lr)
+    method = SCHEDULERS[sched]
+    dropped = {o.name for o, _ in flag_options()} - set(method.flags)
+    if method.lr is None:
+        dropped |= {"lr", "warmup_epochs", "legw_b0"}
     assert flags - dropped <= set(rec["config"]), flags - dropped - set(rec["config"])
     for key in ("model", "opt", "wd", "epochs", "micro_bs", "loader", "label_smoothing", "val_size"):
         assert rec["config"][key] is not None, key

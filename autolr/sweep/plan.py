@@ -15,6 +15,7 @@ from typing import Any
 
 from autolr.files import atomic_write_json
 from autolr.records import finite_or_none
+from autolr.registry import SCHEDULERS
 from autolr.sweep.protocol import GridState, decide_grid
 from autolr.sweep.runs import Run, RunResult, _flags_to_argv, _run_id, check_run
 from autolr.sweep.spec import NEVER_TUNED, TUNED_AT_B0, SweepError, SweepSpec
@@ -64,7 +65,7 @@ class Sweep:
         flags.update({k: v for k, v in s.schedulers[method].items() if k not in ("lr", "sched", "lr_from")})
         if sched not in NEVER_TUNED:
             flags["lr"] = float(lr)  # type: ignore[arg-type]
-        if sched == "legw":
+        if SCHEDULERS[sched].takes_b0:
             flags["legw_b0"] = s.b0
         flags.update(s.train_args)
         return flags

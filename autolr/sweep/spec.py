@@ -20,12 +20,13 @@ from types import ModuleType
 from typing import Any
 
 from autolr import config
+from autolr.registry import SCHEDULERS, methods_tuned
 
 REPO = Path(__file__).resolve().parents[2]
 #: schedulers whose LR is searched once at B0 and then carried to other batch sizes by their rule
-TUNED_AT_B0 = ("linear", "legw")
+TUNED_AT_B0 = methods_tuned("b0")
 #: schedulers that are never tuned (AutoWU finds its own peak)
-NEVER_TUNED = ("auto", "autoplus")
+NEVER_TUNED = methods_tuned("never")
 #: flags the sweep sets itself per run: a sweep file may not set them in train_args
 _MANAGED = config.sweep_keys()
 #: flags a scheduler entry may not set either: where and what the sweep runs (a scheduler's own
@@ -160,7 +161,6 @@ def _positive_int(value: Any, what: str) -> int:
 def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec:
     """Check a parsed sweep file and fill its defaults from the recipe."""
     from autolr.recipes import get_recipe
-    from autolr.schedules import SCHEDULERS
 
     where = path or "sweep"
     if not isinstance(raw, Mapping):
