@@ -148,8 +148,10 @@ def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, worl
     # every flag, resolved defaults included
     flags = set(vars(train.build_parser().parse_args([])))
     sched = rec["config"]["sched"]
-    dropped = {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"} if sched != "auto" else {
-        "lr", "warmup_epochs", "legw_b0"}
+    # AutoWU+'s own settings enter only autoplus configs (and AutoWU's only AutoWU's)
+    plus = {"ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor", "rollback", "accel"}
+    dropped = {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"} | plus if sched != "auto" else {
+        "lr", "warmup_epochs", "legw_b0"} | plus
     assert flags - dropped <= set(rec["config"]), flags - dropped - set(rec["config"])
     for key in ("model", "opt", "wd", "epochs", "micro_bs", "loader", "label_smoothing", "val_size"):
         assert rec["config"][key] is not None, key
@@ -515,7 +517,7 @@ BAD_INPUTS = {
     "weight decay inf": (["--wd", "inf"], "--wd must be finite"),
     "negative seed": (["--seed", "-1"], "--seed must lie in"),
     "unknown device": (["--device", "tpu"], "use cpu, cuda or cuda:N"),
-    "validation set as large as the data": (["--val-size", "60000"], "leaves no training examples"),
+    "validation set as large as the data": (["--val-size", "60000"], "must leave some for training"),
     "micro-batch larger than the batch": (["--bs", "512", "--micro-bs", "2048"], "larger than the per-process"),
     "model for another resolution": (["--model", "vit_tiny_patch4_32"], "does not take fashion-mnist images"),
 }
