@@ -18,12 +18,21 @@ step, the DDP protocol, the GP test, the state and the records) and changes exac
 - a guard switches at once when the recent losses exceed ``div_factor`` times the smoothed
   minimum (the range test's divergence stop), so a fast ramp cannot run far past the minimum
   while the GP gathers confidence;
+- ``rollback``: at the switch, the weights and optimizer moments go back to the last snapshot
+  taken while the loss was still at its lowest. At large batches the loss does not bend before
+  the edge of stability, it jumps, and the step that reveals the minimum has already set the
+  model back by epochs; a range test restores its weights for the same reason. The snapshots
+  (at most three copies of the parameters and the optimizer state, taken at tests only, never
+  a host sync) live in the scheduler's state until the switch, then are dropped;
+- ``accel``: while the loss has not yet moved (``flat_tol`` below its first values) the ramp
+  climbs ``accel`` times faster, since those steps at useless LRs teach nothing;
 - at the cap the switch uses the same candidate computed on the whole history, never the
   current LR.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -51,8 +60,11 @@ class AutoWUPlusOptions:
     patience: int = option(3, "consecutive positive tests needed to switch", flag=True)
     div_factor: float = option(1.5, "switch when the recent loss exceeds this x the smoothed minimum (0: off)",
                                flag=True)
+    rollback: bool = option(False, "at the switch, back to the weights at the loss minimum", flag=True)
+    accel: float = option(1.0, "the ramp climbs this many times faster while the loss is flat", flag=True)
     min_test_points: int = option(8, "no test before this many losses")
     smooth_fraction: float = option(0.05, "the moving average spans this share of the history")
+    flat_tol: float = option(0.02, "the loss is flat while within this share of its first values")
 
 
 def smoothed_argmin(losses: np.ndarray, window: int) -> int | None:
@@ -91,6 +103,13 @@ class AutoWUPlus(AutoWU):
         lr_factor: the switch LR is the candidate times this.
         div_factor: switch at once (kind ``"guard"``) when the mean of the losses since the
             last test exceeds this times the smoothed minimum; ``None`` turns the guard off.
+        rollback: restore the weights (the optimizer's parameters, in place) and its state to
+            the last snapshot at the loss minimum when switching. Buffers the optimizer does not
+            hold (batch-norm statistics) are not restored; they follow the weights within a few
+            steps.
+        accel: the ramp's speed-up while the loss is flat (1: the plain exponential ramp).
+        flat_tol: the loss counts as flat while its recent mean is within this share of its
+            first values.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
@@ -101,7 +120,9 @@ class AutoWUPlus(AutoWU):
                  patience: int = AutoWUPlusOptions.patience, candidate: str = AutoWUPlusOptions.candidate,
                  smooth_fraction: float = AutoWUPlusOptions.smooth_fraction,
                  lr_factor: float = AutoWUPlusOptions.lr_factor,
-                 div_factor: float | None = AutoWUPlusOptions.div_factor, decay: str = AutoWUOptions.decay,
+                 div_factor: float | None = AutoWUPlusOptions.div_factor,
+                 rollback: bool = AutoWUPlusOptions.rollback, accel: float = AutoWUPlusOptions.accel,
+                 flat_tol: float = AutoWUPlusOptions.flat_tol, decay: str = AutoWUOptions.decay,
                  **autowu_options: Any) -> None:
         if "max_warmup_fraction" in autowu_options:
             raise ValueError("AutoWUPlus takes ramp_fraction, not max_warmup_fraction")
@@ -122,10 +143,37 @@ class AutoWUPlus(AutoWU):
         if div_factor is not None and _check_positive("div_factor", div_factor) <= 1.0:
             raise ValueError(f"div_factor must exceed 1 (or be None), got {div_factor}")
         self.div_factor = None if div_factor is None else float(div_factor)
+        if not isinstance(rollback, bool):
+            raise ValueError(f"rollback must be True or False, got {rollback!r}")
+        self.rollback = rollback
+        if _check_positive("accel", accel) < 1.0:
+            raise ValueError(f"accel must be >= 1 (1: a plain exponential ramp), got {accel}")
+        self.accel = float(accel)
+        if not 0.0 < _check_real("flat_tol", flat_tol) < 1.0:
+            raise ValueError(f"flat_tol must lie in (0, 1), got {flat_tol}")
+        self.flat_tol = float(flat_tol)
+        self._snapshots: list[dict[str, Any]] = []
+        self.rollback_step: int | None = None
         super().__init__(optimizer, steps_per_epoch, total_epochs, init_lr=init_lr, max_lr=max_lr,
                          max_warmup_fraction=self.ramp_fraction, decay=decay, patience=patience,
                          **autowu_options)
         self.test_every = max(1, int(round(self.test_fraction * self.total_steps)))
+        # the ramp's log-LR of every step so far: it climbs accel times faster while the loss is flat
+        self._ramp_log = [math.log(self.init_lr)]
+        self._fast = self.accel > 1.0
+
+    def _warmup_lr(self, step: int) -> float:
+        if not hasattr(self, "_ramp_log"):  # during AutoWU.__init__: step 0
+            return super()._warmup_lr(step)
+        rate = math.log(self.max_lr / self.init_lr) / max(self.max_warmup_steps, 1)
+        top = math.log(self.max_lr)
+        while len(self._ramp_log) <= step:
+            self._ramp_log.append(min(top, self._ramp_log[-1] + rate * (self.accel if self._fast else 1.0)))
+        return math.exp(self._ramp_log[step])
+
+    def _lr_from_x(self, x: float, lr_now: float) -> float:
+        n = max(len(self.losses), 1)
+        return self._warmup_lr(min(int(round(x * (n - 1))), n - 1))
 
     # -- stepping ----------------------------------------------------------------------------
     def step(self, loss: float | torch.Tensor | None = None) -> None:
@@ -144,7 +192,7 @@ class AutoWUPlus(AutoWU):
         s = self.last_step
         if self.phase == "warmup":
             lr_now = self._warmup_lr(s - 1)
-            at_cap = s >= self.max_warmup_steps
+            at_cap = s >= self.max_warmup_steps or self._ramp_log[-1] >= math.log(self.max_lr) - 1e-12
             on_clock = s >= self.min_test_points and (s - self.min_test_points) % self.test_every == 0
             if at_cap or on_clock:
                 self._flush_epoch_losses()  # the only host transfer (and all-reduce): one per test
@@ -156,9 +204,48 @@ class AutoWUPlus(AutoWU):
     def _end_of_epoch_test(self, step: int, lr_now: float) -> None:
         super()._end_of_epoch_test(step, lr_now)  # the GP test, its patience and its switch
         last = self.history[-1]
+        if self._fast:
+            arr = np.asarray(self.losses, dtype=np.float64)
+            head, tail = arr[: max(2, min(5, len(arr) // 4))], arr[-max(2, min(self.test_every, 5)):]
+            if np.isfinite(head).any() and np.isfinite(tail).any() and \
+                    np.nanmean(tail) < (1.0 - self.flat_tol) * np.nanmean(head):
+                self._fast = False  # the loss moves: from here on the ramp keeps its normal pace
+                last["ramp_slowed"] = True
         if self.phase == "warmup" and last.get("guard") and last.get("candidate_lr") is not None:
             self._switch(step, last["candidate_lr"], "guard")
             last["switched"] = True
+        if not self.rollback:
+            return
+        i = last.get("smoothed_argmin_step")
+        if self.phase == "decay":
+            self._roll_back(i)
+        elif i is not None and i >= len(self.losses) - max(2, self.test_every):
+            # the loss is still at its lowest: these weights are the ones to come back to
+
+            snap = {"step": step, "params": [p.detach().clone() for g in self.optimizer.param_groups
+                                             for p in g["params"]],
+                    "opt": copy.deepcopy(self.optimizer.state_dict()["state"])}
+            self._snapshots = (self._snapshots + [snap])[-3:]
+
+    def _roll_back(self, argmin: int | None) -> None:
+        if argmin is None:
+            return
+        # the snapshot at step s holds the weights whose loss is the s-th: the minimum's or earlier
+        usable = [s for s in self._snapshots if s["step"] <= argmin]
+        if not usable:
+            return
+        snap = usable[-1]
+
+        with torch.no_grad():
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            for p, saved in zip(params, snap["params"], strict=True):
+                p.copy_(saved)
+        state = self.optimizer.state_dict()
+        state["state"] = copy.deepcopy(snap["opt"])
+        self.optimizer.load_state_dict(state)
+        self.rollback_step = snap["step"]
+        self.history[-1]["rollback_to_step"] = snap["step"]
+        self._snapshots = []
 
     def _forced_lr(self, lr_now: float) -> float:
         # the whole history's candidate, never the LR the ramp has reached (far past the minimum)
@@ -200,7 +287,7 @@ class AutoWUPlus(AutoWU):
         d.update(name="autoplus", ramp_fraction=self.ramp_fraction, test_fraction=self.test_fraction,
                  test_every=getattr(self, "test_every", None), min_test_points=self.min_test_points,
                  candidate=self.candidate, smooth_fraction=self.smooth_fraction, lr_factor=self.lr_factor,
-                 div_factor=self.div_factor)
+                 div_factor=self.div_factor, rollback=self.rollback, accel=self.accel, flat_tol=self.flat_tol)
         d.pop("max_warmup_fraction", None)
         return d
 
@@ -208,3 +295,22 @@ class AutoWUPlus(AutoWU):
         out = super().summary()
         out["switch_epoch"] = None if self.switch_step is None else self.switch_step / self.steps_per_epoch
         return out
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        # snapshots hold tensors (weights and optimizer moments): torch.save keeps them, and
+        # torch.load(weights_only=True) reads them back
+        state.update(ramp_log=list(self._ramp_log), fast=self._fast, rollback_step=self.rollback_step,
+                     snapshots=[dict(s) for s in self._snapshots])
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = {"ramp_log", "fast", "snapshots"} - set(state)
+        if missing:
+            raise ValueError(f"not an AutoWUPlus state dict (no {', '.join(sorted(missing))})")
+        super().load_state_dict(state)  # checks every setting first, then loads
+        self._ramp_log = [float(v) for v in state["ramp_log"]]
+        self._fast = bool(state["fast"])
+        self.rollback_step = state.get("rollback_step")
+        self._snapshots = [dict(s) for s in state["snapshots"]]

@@ -133,6 +133,10 @@ class RunConfig:
     div_factor: float | None = setting(None, "autoplus: switch when the recent loss exceeds this x the smoothed "
                                        "minimum (0: off)", group="schedule", sweep=True, scheds=("autoplus",),
                                        resolved=1.5)
+    rollback: bool = setting(False, "autoplus: at the switch, back to the weights at the loss minimum",
+                             group="schedule", sweep=True, scheds=("autoplus",))
+    accel: float | None = setting(None, "autoplus: the ramp climbs this many times faster while the loss is flat",
+                                  group="schedule", sweep=True, scheds=("autoplus",), resolved=1.0)
     # -- runs
     out: str = setting("results/runs", "the record goes to OUT/<run_id>.json", group="runs", role=OPERATIONAL,
                        sweep=True)

@@ -9,11 +9,14 @@ Figures (PNG), each skipped with a note when its data is absent:
   c_switch_lr_scaling     AutoWU's switch LR vs batch size against linear and square-root scaling
   d_warmup_gp             one AutoWU run's warmup loss, its last test's GP band, the switch point
   e_accuracy_vs_compute   final test accuracy vs device time spent, tuning included
+  f_autowu_budget         where AutoWU's steps go per batch size: before the loss minimum, detecting
+                          it, decay (autolr.diagnose; mean over seeds)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -22,16 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-if "MPLBACKEND" not in os.environ:
-    matplotlib.use("Agg")  # figures are files: never need a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
-
-from autolr.results import METHOD_LABELS, METHOD_ORDER, Collation, cell_stats, collate, read_raw_records  # noqa: E402
+from autolr.diagnose import diagnose_records
+from autolr.results import METHOD_LABELS, Collation, bs_label, cell_stats, collate, method_rank
 
 __all__ = ["make_figures", "main"]
 
@@ -42,27 +42,26 @@ METHOD_COLORS: dict[str, str] = {
 METHOD_MARKERS: dict[str, str] = {"auto": "o", "linear": "s", "legw": "^", "fixed": "D", "cosine": "v", "constant": "x"}
 Log = Callable[[str], None]
 
-plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
-                     "figure.dpi": 110, "savefig.dpi": 130, "axes.grid": True, "grid.alpha": 0.3})
+# the look of every figure, applied while they are drawn (matplotlib.rc_context): importing this
+# module changes no global setting. Figures are built without pyplot, so no backend is chosen either.
+STYLE: dict[str, Any] = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
+                         "figure.dpi": 110, "savefig.dpi": 130, "axes.grid": True, "grid.alpha": 0.3}
 
 
 def _label(m: str) -> str:
     return METHOD_LABELS.get(m, m)
 
 
-def _rank(m: str) -> int:
-    return METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
-
-
-def _bs_label(bs: int) -> str:
-    return f"{bs // 1024}K" if bs >= 1024 and bs % 1024 == 0 else str(bs)
+def _subplots(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=kw.pop("figsize", None), layout=kw.pop("layout", "constrained"))
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _log2_batch_axis(ax: Any, sizes: list[int]) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(sizes))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([_bs_label(b) for b in sizes])
+    ax.set_xticklabels([bs_label(b) for b in sizes])
     if sizes:
         ax.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)
     ax.set_xlabel("global batch size (log2)")
@@ -85,9 +84,14 @@ def _title(col: Collation, what: str) -> str:
 
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    png = buf.getvalue()
+    # an unchanged figure is not rewritten: a rebuild leaves a clean checkout clean
+    if path.is_file() and path.read_bytes() == png:
+        return path
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
+    tmp.write_bytes(png)
     os.replace(tmp, path)
     return path
 
@@ -124,11 +128,11 @@ def fig_accuracy(col: Collation, stats: pd.DataFrame, out: Path, log: Log) -> li
         log("skip (a) accuracy vs batch size: no finished final runs")
         return []
     groups = sorted({(m, o) for m, o in zip(done["model"], done["opt"], strict=True)})
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.6), squeeze=False, layout="constrained")
+    fig, axes = _subplots(1, len(groups), figsize=(6.4 * len(groups), 4.6), squeeze=False, layout="constrained")
     for ax, (model, opt) in zip(axes[0], groups, strict=True):
         g = stats[(stats["model"] == model) & (stats["opt"] == opt)]
         sizes = sorted(int(b) for b in g["bs"].unique())
-        methods = sorted(g["method"].unique(), key=_rank)
+        methods = sorted(g["method"].unique(), key=method_rank)
         for i, method in enumerate(methods):
             m = g[(g["method"] == method) & (g["n_finished"] > 0)].sort_values("bs")
             if not len(m):
@@ -169,13 +173,13 @@ def fig_lr_schedules(col: Collation, raw: dict[str, dict[str, Any]], out: Path, 
         for k, r, rec in finals:
             if (k[0], k[1]) == grp:
                 runs.setdefault((k[3], k[2]), (r, rec))  # seed 0 first: one curve per (method, batch)
-        methods = sorted({m for m, _ in runs}, key=_rank)
+        methods = sorted({m for m, _ in runs}, key=method_rank)
         sizes = sorted({b for _, b in runs})
-        cmap = plt.get_cmap("viridis")
+        cmap = matplotlib.colormaps["viridis"]
         colors = {b: cmap(i / max(1, len(sizes) - 1) * 0.9) for i, b in enumerate(sizes)}
         ncol = min(3, len(methods))
         nrow = math.ceil(len(methods) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5.4 * ncol, 4.1 * nrow), squeeze=False, layout="constrained")
+        fig, axes = _subplots(nrow, ncol, figsize=(5.4 * ncol, 4.1 * nrow), squeeze=False, layout="constrained")
         for ax, method in zip(axes.flat, methods, strict=False):
             for bs in sizes:
                 if (method, bs) not in runs:
@@ -188,7 +192,7 @@ def fig_lr_schedules(col: Collation, raw: dict[str, dict[str, Any]], out: Path, 
                 y[y <= 0] = np.nan  # log axis: the last cosine step is exactly 0
                 if method != "auto":
                     y = np.nan_to_num(y, nan=0.0)
-                ax.plot(x, y, color=colors[bs], lw=1.6, label=f"B={_bs_label(bs)}")
+                ax.plot(x, y, color=colors[bs], lw=1.6, label=f"B={bs_label(bs)}")
                 aw = rec.get("autowu") or {}
                 if aw.get("switch_step") is not None and aw.get("switch_lr"):
                     fired = aw.get("switch_kind") == "test"
@@ -224,7 +228,7 @@ def fig_switch_lr(col: Collation, raw: dict[str, dict[str, Any]], stats: pd.Data
         log("skip (c) switch LR vs batch size: no AutoWU run switched")
         return []
     groups = sorted({(k[0], k[1]) for k, _ in autos})
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.6 * len(groups), 4.8), squeeze=False, layout="constrained")
+    fig, axes = _subplots(1, len(groups), figsize=(6.6 * len(groups), 4.8), squeeze=False, layout="constrained")
     for ax, grp in zip(axes[0], groups, strict=True):
         pts = [(k[2], r) for k, r in autos if (k[0], k[1]) == grp]
         sizes = sorted({b for b, _ in pts})
@@ -285,7 +289,7 @@ def fig_warmup_gp(col: Collation, raw: dict[str, dict[str, Any]], out: Path, log
         assert test is not None
         losses = np.asarray([np.nan if v is None else v for v in aw["warmup_losses"]], dtype=float)
         n = int(test.get("n_points") or test["step"])  # the history the test saw: x = i / n for loss i
-        fig, ax = plt.subplots(figsize=(10, 6.2), layout="constrained")
+        fig, ax = _subplots(figsize=(10, 6.2), layout="constrained")
         steps = np.arange(len(losses))
         ax.plot(steps, losses, color="0.45", lw=0.8, marker=".", ms=3, label="training loss per step (warmup)")
         gx = np.asarray(test["grid_x"], dtype=float) * n
@@ -335,7 +339,7 @@ def fig_warmup_gp(col: Collation, raw: dict[str, dict[str, Any]], out: Path, log
             fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=2)
         else:
             fig.legend(loc="outside lower center", ncol=2)
-        ax.set_title(_title(col, f"AutoWU warmup, {grp[0]} / {grp[1]}, B={_bs_label(bs)}, seed {r.get('seed')}"))
+        ax.set_title(_title(col, f"AutoWU warmup, {grp[0]} / {grp[1]}, B={bs_label(bs)}, seed {r.get('seed')}"))
         paths.append(_save(fig, out / f"d_warmup_gp{_suffix(groups, grp)}.png"))
     return paths
 
@@ -366,13 +370,13 @@ def fig_compute(col: Collation, stats: pd.DataFrame, out: Path, log: Log) -> lis
         log("skip (e) accuracy vs compute: no finished final runs with timing")
         return []
     groups = sorted({(m, o) for m, o in zip(s["model"], s["opt"], strict=True)})
-    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 4.8 * len(groups)), squeeze=False, layout="constrained")
+    fig, axes = _subplots(len(groups), 2, figsize=(13, 4.8 * len(groups)), squeeze=False, layout="constrained")
     for row, grp in zip(axes, groups, strict=True):
         g = s[(s["model"] == grp[0]) & (s["opt"] == grp[1])]
         ax, ax_tot = row
         totals = g.groupby("method")["total_device_s"].sum().to_numpy(dtype=float)
         div, unit = _time_unit(np.concatenate([g["total_device_s"].to_numpy(dtype=float), totals]))
-        for method in sorted(g["method"].unique(), key=_rank):
+        for method in sorted(g["method"].unique(), key=method_rank):
             m = g[g["method"] == method].sort_values("bs")
             c, mk = METHOD_COLORS.get(method), METHOD_MARKERS.get(method, "o")
             x = m["total_device_s"].to_numpy(dtype=float) / div
@@ -380,7 +384,7 @@ def fig_compute(col: Collation, stats: pd.DataFrame, out: Path, log: Log) -> lis
             ax.errorbar(x, y, yerr=m["test_acc_pct_std"].fillna(0.0).to_numpy(dtype=float), ls="none", marker=mk,
                         color=c, capsize=3, ms=7, label=_label(method))
             for xi, yi, bs in zip(x, y, m["bs"], strict=True):
-                ax.annotate(_bs_label(int(bs)), (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8,
+                ax.annotate(bs_label(int(bs)), (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8,
                             color=c)
             ax_tot.scatter(x.sum(), y.mean(), marker=mk, color=c, s=90,
                            label=f"{_label(method)} ({int(m['tuning_runs'].sum())} tuning runs)")
@@ -399,6 +403,49 @@ def fig_compute(col: Collation, stats: pd.DataFrame, out: Path, log: Log) -> lis
 
 
 # ---------------------------------------------------------------------------------------------
+# (f) where AutoWU's budget goes
+# ---------------------------------------------------------------------------------------------
+BUDGET_PARTS = (("share_before_min", "before the smoothed loss minimum", "#9ecae1"),
+                ("share_detect", "detecting it (minimum → switch)", "#d62728"),
+                ("share_decay", "decay (switch → end)", "#bdbdbd"))
+
+
+def fig_budget(col: Collation, out: Path, log: Log) -> list[Path]:
+    diag = diagnose_records(col.raw, col.stages).dropna(subset=["share_detect"])
+    if not len(diag):
+        log("skip (f) AutoWU budget: no AutoWU run with warmup losses and a switch")
+        return []
+    parts = [p for p, _, _ in BUDGET_PARTS]
+    means = diag.groupby(["model", "opt", "label", "bs"])[parts].mean()
+    seeds = diag.groupby(["model", "opt", "label", "bs"]).size()
+    groups = sorted({(m, o) for m, o, _, _ in means.index})
+    fig, axes = _subplots(1, len(groups), figsize=(6.4 * len(groups), 4.6), squeeze=False)
+    for ax, (model, opt) in zip(axes[0], groups, strict=True):
+        sub = means.loc[(model, opt)]
+        keys = sorted(sub.index, key=lambda k: (method_rank(k[0]), k[1]))
+        names = [bs_label(int(bs)) + ("" if lab == "auto" else f"\n{lab}") for lab, bs in keys]
+        x = np.arange(len(keys))
+        bottom = np.zeros(len(keys))
+        for part, label, color in BUDGET_PARTS:
+            v = np.array([100 * sub.loc[k, part] for k in keys], dtype=float)
+            ax.bar(x, v, bottom=bottom, color=color, edgecolor="white", width=0.6, label=label)
+            for xi, b, vi in zip(x, bottom, v, strict=True):
+                if vi >= 4:
+                    ax.text(xi, b + vi / 2, f"{vi:.0f}%", ha="center", va="center", fontsize=9)
+            bottom += v
+        ax.set_xticks(x, [f"{n}\n({seeds.loc[(model, opt, *k)]} seed{'s' if seeds.loc[(model, opt, *k)] > 1 else ''})"
+                          for n, k in zip(names, keys, strict=True)])
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("share of all optimizer steps (%)")
+        ax.set_xlabel("global batch size")
+        ax.set_title(f"{model} / {opt}")
+        ax.grid(axis="x", visible=False)
+    _fig_legend(fig, axes, ncol=3)
+    fig.suptitle(_title(col, "where AutoWU's steps go (loss smoothed over one epoch; mean over seeds)"))
+    return [_save(fig, out / "f_autowu_budget.png")]
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------
 def make_figures(sweep_dir: str | Path, out_dir: str | Path, log: Log | None = None) -> list[Path]:
@@ -409,17 +456,19 @@ def make_figures(sweep_dir: str | Path, out_dir: str | Path, log: Log | None = N
     log = log or (lambda msg: print(f"autolr.plots: {msg}", file=sys.stderr))
     out = Path(out_dir)
     col = collate(sweep_dir)
-    raw, _ = read_raw_records(sweep_dir)
-    stats = pd.DataFrame([cell_stats(c) for c in col.cells.values()])
+    raw = col.raw
+    stats = pd.DataFrame(cell_stats(col.cells.values()))
     if not raw:
         log(f"no run records under {Path(sweep_dir) / 'runs'}: no figures")
         return []
     paths: list[Path] = []
-    paths += fig_accuracy(col, stats, out, log)
-    paths += fig_lr_schedules(col, raw, out, log)
-    paths += fig_switch_lr(col, raw, stats, out, log)
-    paths += fig_warmup_gp(col, raw, out, log)
-    paths += fig_compute(col, stats, out, log)
+    with matplotlib.rc_context(STYLE):
+        paths += fig_accuracy(col, stats, out, log)
+        paths += fig_lr_schedules(col, raw, out, log)
+        paths += fig_switch_lr(col, raw, stats, out, log)
+        paths += fig_warmup_gp(col, raw, out, log)
+        paths += fig_compute(col, stats, out, log)
+        paths += fig_budget(col, out, log)
     return paths
 
 

@@ -4,8 +4,10 @@
 
 Reads ``results/<sweep>/runs/*.json`` (train.py records) and, when the sweep runner has written
 it, ``results/<sweep>/stages.json`` (which runs tuned what and which runs are the finals). Writes
-``results/<sweep>/TABLE.md`` and ``TABLE.csv``. Everything here is derived from those files
-alone, so a table can be rebuilt on any machine from a copy of results/.
+``results/<sweep>/TABLE.md`` and ``TABLE.csv`` (rewritten only when their content changes; a
+folder with neither records nor stages.json is refused with exit code 2). TABLE.md has a section
+"AutoWU diagnosis" for every AutoWU record (``autolr.diagnose``). Everything here is derived from
+those files alone, so a table can be rebuilt on any machine from a copy of results/.
 
 Reporting rules (shared/REPRODUCTION.md, "Selection and reporting"): final-epoch test accuracy
 and NLL, mean ± sample std over the final seeds that finished; diverged, failed and missing
@@ -23,18 +25,20 @@ import os
 import statistics
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from autolr.diagnose import diagnose_records
 from autolr.registry import SCHEDULERS
 
 __all__ = [
     "METHOD_ORDER", "METHOD_LABELS", "PAPER_IMAGENET", "AUTHORS_RERUN_IMAGENET", "load_records", "load_stages",
-    "read_raw_records", "stage_entries", "collate", "Collation", "cell_stats", "build_table", "write_table", "main",
+    "read_raw_records", "stage_entries", "collate", "Collation", "cell_stats", "build_table", "method_rank",
+    "bs_label", "main",
 ]
 
 METHOD_ORDER: tuple[str, ...] = tuple(SCHEDULERS)
@@ -248,6 +252,7 @@ class Collation:
     cells: dict[Key, Cell]
     stages: dict[str, Any] | None
     records: pd.DataFrame
+    raw: dict[str, dict[str, Any]]  # run_id -> the record as read, once per collation
     partial: bool
     done: int  # final runs with a record
     expected: int  # final runs the grid is expected to hold
@@ -261,7 +266,8 @@ class Collation:
         return self.data == "imagenet" or self.sweep.split("-")[0].split("_")[0] == "imagenet"
 
 
-def _method_rank(m: str) -> tuple[int, str]:
+def method_rank(m: str) -> tuple[int, str]:
+    """Sort key of a method: ``METHOD_ORDER`` first, any other after it by name (tables and figures alike)."""
     return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
 
 
@@ -415,8 +421,8 @@ def collate(sweep_dir: str | Path) -> Collation:
     if tuning_expected > tuning_done:
         partial_reasons.append(f"{tuning_done}/{tuning_expected} tuning runs done")
     df = _records_frame(rows.values(), stages)
-    ordered = dict(sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], _method_rank(kv[0][3]))))
-    return Collation(sweep=name, sweep_dir=sweep_dir, data=data, cells=ordered, stages=stages, records=df,
+    ordered = dict(sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], method_rank(kv[0][3]))))
+    return Collation(sweep=name, sweep_dir=sweep_dir, data=data, cells=ordered, stages=stages, records=df, raw=raw,
                      partial=bool(partial_reasons), done=done, expected=expected, tuning_done=tuning_done,
                      tuning_expected=tuning_expected, partial_reasons=partial_reasons, notes=notes)
 
@@ -428,49 +434,79 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
-    # sample std (ddof = 1): the spread a reader expects from "± over seeds"; undefined for one seed
+    # sample std (ddof = 1): the spread a reader expects from "± over seeds"; undefined for one seed.
+    # fmean and stdev are correctly rounded, so a rebuilt table matches to the last digit
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-def cell_stats(c: Cell) -> dict[str, Any]:
-    ok = [r for r in c.finals if r.get("status") == OK]
-    statuses = [r.get("status") for r in c.finals]
-    acc_m, acc_s = _mean_std([r["test_acc"] * 100 for r in ok if r.get("test_acc") is not None])
-    nll_m, nll_s = _mean_std([r.get("test_loss") for r in ok])
-    val_m, _ = _mean_std([r["val_acc"] * 100 for r in ok if r.get("val_acc") is not None])
-    peak_m, peak_s = _mean_std([r.get("peak_lr") for r in ok])
-    aw = [r for r in c.finals if r.get("switch_kind")]
-    sw_ep_m, sw_ep_s = _mean_std([r.get("switch_epoch") for r in aw])
-    sw_lr_m, sw_lr_s = _mean_std([r.get("switch_lr") for r in aw])
-    ts_m, _ = _mean_std([r.get("autowu_test_seconds") for r in aw])
-    share_m, _ = _mean_std([r.get("autowu_test_share") for r in aw])
-    final_ids = {r["run_id"]: r for r in c.finals if r.get("run_id")}
-    tune_rows = [r for r in c.tuning.values() if r is not None]
-    tuning_s = sum(r.get("device_seconds") or 0.0 for r in tune_rows)
-    final_s = sum(r.get("device_seconds") or 0.0 for r in final_ids.values())
+_FINAL_COLUMNS = ["cell", "run_id", "status", "test_acc", "test_loss", "val_acc", "peak_lr", "base_lr",
+                  "switch_kind", "switch_epoch", "switch_lr", "autowu_test_seconds", "autowu_test_share",
+                  "device_seconds"]
+
+
+def _per_cell(frame: pd.DataFrame, column: str, agg: Callable[[list[Any]], Any], scale: float = 1.0) -> dict[int, Any]:
+    """``agg`` of ``column`` (times ``scale``, missing values left out) for each cell of ``frame``."""
+    values = frame[column] * scale if scale != 1.0 else frame[column]
+    return {int(cell): agg(s.dropna().tolist()) for cell, s in values.groupby(frame["cell"])}
+
+
+def _device_seconds(values: list[float]) -> float:
+    return sum(v or 0.0 for v in values)
+
+
+def cell_stats(cells: Iterable[Cell]) -> list[dict[str, Any]]:
+    """One row per cell, in order: seed counts, mean ± sample std over the final seeds that finished,
+    AutoWU's switch, and the cell's cost (tuning and final device time, a reused run counted once)."""
+    cells = list(cells)
+    finals = pd.DataFrame([{**r, "cell": i} for i, c in enumerate(cells) for r in c.finals], columns=_FINAL_COLUMNS)
+    ok = finals[finals["status"] == OK]
+    aw = finals[finals["switch_kind"].notna() & (finals["switch_kind"] != "")]
+    tuning = pd.DataFrame([{**r, "cell": i} for i, c in enumerate(cells) for r in c.tuning.values() if r is not None],
+                          columns=_FINAL_COLUMNS)
+    with_id = finals[finals["run_id"].notna() & (finals["run_id"] != "")]
     # a seed-0 tuning run reused as a final is paid for once
-    union = {**final_ids, **{r["run_id"]: r for r in tune_rows}}
-    total_s = sum(r.get("device_seconds") or 0.0 for r in union.values())
-    base_lrs = sorted({r["base_lr"] for r in c.finals if r.get("base_lr") is not None})
-    model, opt, bs, method = c.key
-    return {
-        "model": model, "opt": opt, "bs": bs, "method": method,
-        "n_expected": len(c.finals) + c.missing, "n_done": len(c.finals), "n_finished": len(ok),
-        "n_diverged": statuses.count("diverged"), "n_failed": statuses.count("failed"),
-        "n_other": len(statuses) - len(ok) - statuses.count("diverged") - statuses.count("failed"),
-        "n_missing": c.missing,
-        "test_acc_pct_mean": acc_m, "test_acc_pct_std": acc_s, "test_nll_mean": nll_m, "test_nll_std": nll_s,
-        "val_acc_pct_mean": val_m,
-        "lr": c.chosen_lr if c.chosen_lr is not None else (base_lrs[0] if len(base_lrs) == 1 else None),
-        "peak_lr_mean": peak_m, "peak_lr_std": peak_s,
-        "tuning_runs": len(c.tuning), "tuning_runs_done": len(tune_rows), "tuning_device_s": tuning_s,
-        "final_device_s": final_s, "total_device_s": total_s,
-        "switch_epoch_mean": sw_ep_m, "switch_epoch_std": sw_ep_s, "switch_lr_mean": sw_lr_m,
-        "switch_lr_std": sw_lr_s,
-        "switch_test": sum(r.get("switch_kind") == "test" for r in aw),
-        "switch_forced": sum(r.get("switch_kind") == "forced" for r in aw),
-        "autowu_test_seconds_mean": ts_m, "autowu_test_share_mean": share_m, "note": c.note,
+    union = pd.concat([with_id, tuning]).drop_duplicates(["cell", "run_id"], keep="first")
+    none: tuple[None, None] = (None, None)
+    stat = {
+        "test_acc_pct": _per_cell(ok, "test_acc", _mean_std, 100.0), "test_nll": _per_cell(ok, "test_loss", _mean_std),
+        "val_acc_pct": _per_cell(ok, "val_acc", _mean_std, 100.0), "peak_lr": _per_cell(ok, "peak_lr", _mean_std),
+        "switch_epoch": _per_cell(aw, "switch_epoch", _mean_std), "switch_lr": _per_cell(aw, "switch_lr", _mean_std),
+        "autowu_test_seconds": _per_cell(aw, "autowu_test_seconds", _mean_std),
+        "autowu_test_share": _per_cell(aw, "autowu_test_share", _mean_std),
     }
+    counts = finals.groupby("cell")["status"].value_counts()
+    kinds = aw.groupby("cell")["switch_kind"].value_counts()
+    tuning_s = _per_cell(tuning, "device_seconds", _device_seconds)
+    final_s = _per_cell(with_id.drop_duplicates(["cell", "run_id"]), "device_seconds", _device_seconds)
+    total_s = _per_cell(union, "device_seconds", _device_seconds)
+    base_lrs = _per_cell(finals, "base_lr", lambda v: sorted(set(v)))
+    out = []
+    for i, c in enumerate(cells):
+        model, opt, bs, method = c.key
+        n_ok, n_div, n_fail = (int(counts.get((i, s), 0)) for s in (OK, "diverged", "failed"))
+        lrs = base_lrs.get(i, [])
+        out.append({
+            "model": model, "opt": opt, "bs": bs, "method": method,
+            "n_expected": len(c.finals) + c.missing, "n_done": len(c.finals), "n_finished": n_ok,
+            "n_diverged": n_div, "n_failed": n_fail, "n_other": len(c.finals) - n_ok - n_div - n_fail,
+            "n_missing": c.missing,
+            "test_acc_pct_mean": stat["test_acc_pct"].get(i, none)[0],
+            "test_acc_pct_std": stat["test_acc_pct"].get(i, none)[1],
+            "test_nll_mean": stat["test_nll"].get(i, none)[0], "test_nll_std": stat["test_nll"].get(i, none)[1],
+            "val_acc_pct_mean": stat["val_acc_pct"].get(i, none)[0],
+            "lr": c.chosen_lr if c.chosen_lr is not None else (lrs[0] if len(lrs) == 1 else None),
+            "peak_lr_mean": stat["peak_lr"].get(i, none)[0], "peak_lr_std": stat["peak_lr"].get(i, none)[1],
+            "tuning_runs": len(c.tuning), "tuning_runs_done": sum(r is not None for r in c.tuning.values()),
+            "tuning_device_s": tuning_s.get(i, 0), "final_device_s": final_s.get(i, 0),
+            "total_device_s": total_s.get(i, 0),
+            "switch_epoch_mean": stat["switch_epoch"].get(i, none)[0],
+            "switch_epoch_std": stat["switch_epoch"].get(i, none)[1],
+            "switch_lr_mean": stat["switch_lr"].get(i, none)[0], "switch_lr_std": stat["switch_lr"].get(i, none)[1],
+            "switch_test": int(kinds.get((i, "test"), 0)), "switch_forced": int(kinds.get((i, "forced"), 0)),
+            "autowu_test_seconds_mean": stat["autowu_test_seconds"].get(i, none)[0],
+            "autowu_test_share_mean": stat["autowu_test_share"].get(i, none)[0], "note": c.note,
+        })
+    return out
 
 
 def _fmt_lr(x: float | None) -> str:
@@ -522,7 +558,8 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: Sequ
     return "\n".join(lines)
 
 
-def _bs_label(bs: int) -> str:
+def bs_label(bs: int) -> str:
+    """256, 1K, 16K: batch sizes as the paper writes them."""
     return f"{bs // 1024}K" if bs >= 1024 and bs % 1024 == 0 else str(bs)
 
 
@@ -532,11 +569,12 @@ def _bs_label(bs: int) -> str:
 def build_table(sweep_dir: str | Path, write: bool = True) -> tuple[pd.DataFrame, str]:
     """The sweep's table as a long DataFrame (one row per model × opt × batch × method) and as markdown.
 
-    With ``write`` (the default) both go to ``sweep_dir/TABLE.csv`` and ``TABLE.md``, atomically.
+    With ``write`` (the default) both go to ``sweep_dir/TABLE.csv`` and ``TABLE.md``, atomically,
+    and only when their content changed (a rebuild leaves a clean checkout clean).
     """
     sweep_dir = Path(sweep_dir)
     col = collate(sweep_dir)
-    rows = [cell_stats(c) for c in col.cells.values()]
+    rows = cell_stats(col.cells.values())
     df = pd.DataFrame(rows)
     if col.imagenet and len(df):
         # the paper's numbers sit in their own columns, on AutoWU rows only: they are AutoWU's results
@@ -554,14 +592,14 @@ def build_table(sweep_dir: str | Path, write: bool = True) -> tuple[pd.DataFrame
     return df, md
 
 
-def write_table(sweep_dir: str | Path) -> tuple[Path, Path]:
-    """Build and write ``TABLE.md`` and ``TABLE.csv``; return their paths."""
-    build_table(sweep_dir, write=True)
-    return Path(sweep_dir) / "TABLE.md", Path(sweep_dir) / "TABLE.csv"
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically; leave the file (and its mtime) alone when it already holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -570,159 +608,226 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _markdown(col: Collation, rows: list[dict[str, Any]]) -> str:
-    by_key = {(r["model"], r["opt"], r["bs"], r["method"]): r for r in rows}
-    methods = sorted({r["method"] for r in rows}, key=_method_rank)
-    groups = sorted({(r["model"], r["opt"], r["bs"]) for r in rows})
+# ---------------------------------------------------------------------------------------------
+# Markdown: one function per section, each returning its text or None when it has nothing to say
+# ---------------------------------------------------------------------------------------------
+Rows = dict[Key, dict[str, Any]]
+
+
+def _method_grid(rows: Rows, methods: list[str], cell: Callable[[dict[str, Any] | None], str],
+                 extra_headers: Sequence[str] = (),
+                 extra: Callable[[str, int], list[str]] = lambda model, bs: []) -> str:
+    """A (model, opt, batch) × method table whose cells are ``cell(row or None)``, then ``extra`` columns."""
+    groups = sorted({(k[0], k[1], k[2]) for k in rows})
+    body = [[model, opt, bs_label(bs)] + [cell(rows.get((model, opt, bs, m))) for m in methods] + extra(model, bs)
+            for model, opt, bs in groups]
+    headers = ["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods] + list(extra_headers)
+    return _md_table(headers, body, ["l", "l", "r"] + ["r"] * (len(headers) - 3))
+
+
+def _paper_columns(model: str, bs: int) -> list[str]:
+    pv, rv = PAPER_IMAGENET.get((model, bs)), AUTHORS_RERUN_IMAGENET.get((model, bs))
+    return [f"{pv:.2f}" if pv else "—", f"{rv:.2f}" if rv else "—"]
+
+
+def _md_head(col: Collation, rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = [f"# Results: {col.sweep}" + (f" ({col.data})" if col.data else "")]
     if col.partial:
         reasons = "; ".join(r for r in col.partial_reasons if "final runs done" not in r)
         head = (f"{col.done}/{col.expected} final runs done" if col.expected > col.done
                 else f"{col.done} final run(s) found")
         out.append(f"> **⚠ PARTIAL — {head}** ({reasons}). Numbers may change as the grid fills in.")
-    n_rec = len(col.records)
     where = col.sweep_dir.as_posix()
-    out.append(f"From {n_rec} run record(s) in `{where}/runs/`"
-               + ("" if col.stages is None else " and `stages.json`")
-               + f"; rebuild with `python -m autolr.results {where}`. "
-               "Final-epoch numbers, mean ± sample std (ddof 1) over the final seeds that finished; "
-               "diverged, failed and missing seeds are counted beside the number, never dropped.")
-    if not rows:
-        out.append("_No runs yet._")
-        return "\n\n".join(out) + "\n"
-    seeds = sorted({r["n_expected"] for r in rows})
-    out[-1] += f" Final seeds per cell: {', '.join(map(str, seeds))}."
-    if not col.imagenet:
+    line = (f"From {len(col.records)} run record(s) in `{where}/runs/`"
+            + ("" if col.stages is None else " and `stages.json`")
+            + f"; rebuild with `python -m autolr.results {where}`. "
+            "Final-epoch numbers, mean ± sample std (ddof 1) over the final seeds that finished; "
+            "diverged, failed and missing seeds are counted beside the number, never dropped.")
+    if rows:
+        line += f" Final seeds per cell: {', '.join(map(str, sorted({r['n_expected'] for r in rows})))}."
+    out.append(line)
+    if rows and not col.imagenet:
         out.append("Every number here comes from this project's runs; the AutoWU paper's tables for this "
                    "setting are not known here (REPRODUCTION.md).")
+    return out
 
-    # accuracy and NLL
-    def grid(metric: str, fmt: str, title: str, paper: bool) -> str:
-        headers = ["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods]
-        if paper:
-            headers += ["paper AutoWU † (not ours)", "authors' rerun AutoWU † (not ours)"]
-        body = []
-        for model, opt, bs in groups:
-            line = [model, opt, _bs_label(bs)] + [_result_cell(by_key.get((model, opt, bs, m)), metric, fmt)
-                                                  for m in methods]
-            if paper:
-                pv, rv = PAPER_IMAGENET.get((model, bs)), AUTHORS_RERUN_IMAGENET.get((model, bs))
-                line += [f"{pv:.2f}" if pv else "—", f"{rv:.2f}" if rv else "—"]
-            body.append(line)
-        return f"## {title}\n\n" + _md_table(headers, body, ["l", "l", "r"] + ["r"] * (len(headers) - 3))
 
-    out.append(grid("test_acc_pct", ".2f", "Final test accuracy (%)", col.imagenet))
-    if col.imagenet:
-        out.append("† Published ImageNet top-1 (%) of AutoWU in the paper (AdamP, reference recipe, final "
-                   "epoch) and the authors' own rerun with their released code, as listed in REPRODUCTION.md. "
-                   "They are not results of this project and are never averaged with ours.")
-    out.append(grid("test_nll", ".4f", "Final test loss (NLL)", False))
+def _md_results(rows: Rows, methods: list[str], metric: str, fmt: str, title: str, paper: bool) -> str:
+    table = _method_grid(rows, methods, lambda r: _result_cell(r, metric, fmt),
+                         *((["paper AutoWU † (not ours)", "authors' rerun AutoWU † (not ours)"], _paper_columns)
+                           if paper else ()))
+    return f"## {title}\n\n" + table
 
-    # peak LR
-    body = []
-    for model, opt, bs in groups:
-        line = [model, opt, _bs_label(bs)]
-        for m in methods:
-            r = by_key.get((model, opt, bs, m))
-            line.append("" if r is None else _fmt_pm(r["peak_lr_mean"], r["peak_lr_std"], ".3g"))
-        body.append(line)
-    out.append("## Peak LR\n\nAutoWU: the switch LR it discovered; linear / LEGW: the rule applied to the LR tuned "
-               "at B0; fixed: tuned at every batch size.\n\n"
-               + _md_table(["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods], body,
-                           ["l", "l", "r"] + ["r"] * len(methods)))
 
-    # tuning cost
-    body = []
-    totals: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
-    for model, opt, bs in groups:
-        line = [model, opt, _bs_label(bs)]
-        for m in methods:
-            r = by_key.get((model, opt, bs, m))
-            if r is None:
-                line.append("")
-                continue
-            t = totals.setdefault((model, opt), {}).setdefault(m, {"runs": 0, "done": 0, "tune_s": 0.0,
-                                                                   "total_s": 0.0})
-            t["runs"] += r["tuning_runs"]
-            t["done"] += r["tuning_runs_done"]
-            t["tune_s"] += r["tuning_device_s"]
-            t["total_s"] += r["total_device_s"]
-            line.append(_cost_cell(r["tuning_runs"], r["tuning_runs_done"], r["tuning_device_s"],
-                                   r["total_device_s"]))
-        body.append(line)
-    grand: dict[str, dict[str, float]] = {}
-    for (model, opt), per in totals.items():
-        line = [f"**total {model}**", opt, "all"]
-        for m in methods:
-            t = per.get(m)
-            if t is None:
-                line.append("")
-                continue
-            g = grand.setdefault(m, {"runs": 0, "done": 0, "tune_s": 0.0, "total_s": 0.0})
-            for k in g:
-                g[k] += t[k]
-            line.append(f"**{_cost_cell(t['runs'], t['done'], t['tune_s'], t['total_s'])}**")
-        body.append(line)
-    if len(totals) > 1:
-        body.append(["**total, every model**", "", ""] + [
-            f"**{_cost_cell(g['runs'], g['done'], g['tune_s'], g['total_s'])}**" if (g := grand.get(m)) else ""
+def _md_paper_note() -> str:
+    return ("† Published ImageNet top-1 (%) of AutoWU in the paper (AdamP, reference recipe, final "
+            "epoch) and the authors' own rerun with their released code, as listed in REPRODUCTION.md. "
+            "They are not results of this project and are never averaged with ours.")
+
+
+def _md_peak_lr(rows: Rows, methods: list[str]) -> str:
+    table = _method_grid(rows, methods,
+                         lambda r: "" if r is None else _fmt_pm(r["peak_lr_mean"], r["peak_lr_std"], ".3g"))
+    return ("## Peak LR\n\nAutoWU: the switch LR it discovered; linear / LEGW: the rule applied to the LR tuned "
+            "at B0; fixed: tuned at every batch size.\n\n" + table)
+
+
+_COST_KEYS = ("tuning_runs", "tuning_runs_done", "tuning_device_s", "total_device_s")
+
+
+def _cost_of(t: Any) -> str:
+    return _cost_cell(*(t[k] for k in _COST_KEYS))
+
+
+def _md_tuning_cost(col: Collation, rows: Rows, methods: list[str]) -> str:
+    body = [[model, opt, bs_label(bs)] + ["" if (r := rows.get((model, opt, bs, m))) is None else _cost_of(r)
+                                          for m in methods]
+            for model, opt, bs in sorted({(k[0], k[1], k[2]) for k in rows})]
+    cost = pd.DataFrame([{"model": k[0], "opt": k[1], "method": k[3], **{c: r[c] for c in _COST_KEYS}}
+                         for k, r in rows.items()])
+    per_model = cost.groupby(["model", "opt", "method"])[list(_COST_KEYS)].sum()
+    for model, opt in sorted({(k[0], k[1]) for k in rows}):
+        body.append([f"**total {model}**", opt, "all"] + [
+            f"**{_cost_of(per_model.loc[(model, opt, m)])}**" if (model, opt, m) in per_model.index else ""
             for m in methods])
+    if len({(k[0], k[1]) for k in rows}) > 1:
+        grand = cost.groupby("method")[list(_COST_KEYS)].sum()
+        body.append(["**total, every model**", "", ""]
+                    + [f"**{_cost_of(grand.loc[m])}**" if m in grand.index else "" for m in methods])
     tuned_note = ("" if col.stages is not None else
                   " Without stages.json the tuning runs are unknown: only extra LRs found in a cell count.")
-    out.append("## Tuning cost\n\nPer cell: tune = tuning runs (their device time); all = device time of tuning "
-               "and final runs together (a tuning run reused as a final counted once). linear / LEGW tune once at "
-               "B0: that cost sits on the B0 row and again in the total." + tuned_note + "\n\n"
-               + _md_table(["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods], body,
-                           ["l", "l", "r"] + ["r"] * len(methods)))
+    return ("## Tuning cost\n\nPer cell: tune = tuning runs (their device time); all = device time of tuning "
+            "and final runs together (a tuning run reused as a final counted once). linear / LEGW tune once at "
+            "B0: that cost sits on the B0 row and again in the total." + tuned_note + "\n\n"
+            + _md_table(["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods], body,
+                        ["l", "l", "r"] + ["r"] * len(methods)))
 
-    # AutoWU
+
+def _md_autowu_switch(rows: list[dict[str, Any]]) -> str | None:
     auto_rows = [r for r in rows if r["method"] == "auto" and r["n_done"]]
-    if auto_rows:
-        body = []
-        for r in auto_rows:
-            share = r["autowu_test_share_mean"]
-            body.append([r["model"], r["opt"], _bs_label(r["bs"]),
-                         _fmt_pm(r["switch_epoch_mean"], r["switch_epoch_std"], ".2f"),
-                         _fmt_pm(r["switch_lr_mean"], r["switch_lr_std"], ".3g"),
-                         f"{r['switch_test']} test / {r['switch_forced']} forced",
-                         "—" if share is None else f"{100 * share:.2f}%",
-                         "—" if r["autowu_test_seconds_mean"] is None else f"{r['autowu_test_seconds_mean']:.2f} s"])
-        out.append("## AutoWU switch\n\nSwitch epoch and LR over the final seeds; test = the GP test fired, "
-                   "forced = warmup hit its cap (half the budget) first; share = the GP tests' part of the "
-                   "run's wall time.\n\n"
-                   + _md_table(["model", "opt", "batch", "switch epoch", "switch LR", "fired / forced",
-                                "test share of wall", "test seconds"], body,
-                               ["l", "l", "r", "r", "r", "c", "r", "r"]))
+    if not auto_rows:
+        return None
+    body = []
+    for r in auto_rows:
+        share, secs = r["autowu_test_share_mean"], r["autowu_test_seconds_mean"]
+        body.append([r["model"], r["opt"], bs_label(r["bs"]),
+                     _fmt_pm(r["switch_epoch_mean"], r["switch_epoch_std"], ".2f"),
+                     _fmt_pm(r["switch_lr_mean"], r["switch_lr_std"], ".3g"),
+                     f"{r['switch_test']} test / {r['switch_forced']} forced",
+                     "—" if share is None else f"{100 * share:.2f}%", "—" if secs is None else f"{secs:.2f} s"])
+    return ("## AutoWU switch\n\nSwitch epoch and LR over the final seeds; test = the GP test fired, "
+            "forced = warmup hit its cap (half the budget) first; share = the GP tests' part of the "
+            "run's wall time.\n\n"
+            + _md_table(["model", "opt", "batch", "switch epoch", "switch LR", "fired / forced",
+                         "test share of wall", "test seconds"], body, ["l", "l", "r", "r", "r", "c", "r", "r"]))
 
-    # tuning decisions: one line per grid actually searched (linear / LEGW: at B0 only)
+
+def _fmt_pct(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _fmt_ratio(x: float | None) -> str:
+    if x is None or x != x:
+        return "—"
+    return f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"  # 0.94×, 7.74×, 0.059×
+
+
+def _md_diagnosis(col: Collation) -> str | None:
+    diag = diagnose_records(col.raw, col.stages)
+    if not len(diag):
+        return None
+    body = []
+    for d in diag.to_dict("records"):
+        d = {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
+        forced = ""
+        if d["switch_kind"] == "forced":
+            forced = ("no positive test" if d["last_positive_epoch"] is None else
+                      f"epoch {d['last_positive_epoch']}: {_fmt_lr(d['last_positive_candidate_lr'])} vs "
+                      f"{_fmt_lr(d['switch_lr'])} used ({_fmt_ratio(d['forced_candidate_over_used'])})")
+        label = "" if d["label"] == "auto" else f" ({d['label']})"
+        body.append([d["model"], d["opt"], bs_label(int(d["bs"])) + label, str(d["seed"]),
+                     "—" if d["min_step"] is None else f"{d['min_step']} / {d['total_steps']}",
+                     _fmt_lr(d["min_lr"]), f"{d['switch_step']} ({d['switch_kind']})", _fmt_lr(d["switch_lr"]),
+                     _fmt_pct(d["share_before_min"]), _fmt_pct(d["share_detect"]), _fmt_pct(d["share_decay"]),
+                     _fmt_ratio(d["switch_over_min_lr"]), _fmt_lr(d["tuned_peak_lr"]),
+                     _fmt_ratio(d["min_lr_over_tuned"]), _fmt_ratio(d["candidate_over_tuned"]),
+                     _fmt_ratio(d["switch_over_tuned"]), forced])
+    table = _md_table(["model", "opt", "batch", "seed", "min step / total", "LR at min", "switch step",
+                       "switch LR", "before min", "detection", "decay", "switch / min LR", "tuned peak",
+                       "min LR / tuned", "GP candidate / tuned", "switch / tuned", "forced: last positive test"],
+                      body, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "l"])
+    tests = []
+    for d in diag.to_dict("records"):
+        parts = [f"e{t['epoch']} {'+' if t['positive'] else '−'} p "
+                 + "/".join("—" if p is None else f"{p:.2f}" for p in t["probs"])
+                 + f" → {_fmt_lr(t['candidate_lr'])}" + (" (switched)" if t["switched"] else "")
+                 for t in d["tests"]]
+        tests.append(f"- {d['model']} / {d['opt']} / {bs_label(int(d['bs']))} / seed {d['seed']} "
+                     f"(`{d['run_id']}`): " + ("; ".join(parts) or "no test"))
+    return ("## AutoWU diagnosis\n\nWhere each AutoWU run's steps went (`autolr/diagnose.py`). The warmup loss "
+            "is smoothed by a centred moving average over one epoch of steps; its minimum's step and the LR "
+            "that step ran at (the recorded warmup path). before min + detection (minimum → switch) + decay "
+            "(switch → end) = all steps. tuned peak: the LR tuned fixed warmup chose at that batch size "
+            "(stages.json). GP candidate: the LR of the test that switched, or for a forced switch the last "
+            "positive test's.\n\n" + table
+            + "\n\nEvery test (epoch, verdict + / −, the p values of its predictions, candidate LR):\n\n"
+            + "\n".join(tests))
+
+
+def _md_tuning_decisions(col: Collation) -> str | None:
+    # one line per grid actually searched (linear / LEGW: at B0 only)
     searched = [e for e in stage_entries(col.stages) if e["trials"] and e.get("tuned", True) is not False]
-    if searched:
-        lines = []
-        for e in searched:
-            grid_txt = ", ".join(
-                f"{_fmt_lr(_num(t.get('lr')))}: "
-                + ("—" if _num(t.get("val_acc")) is None else f"{100 * _num(t.get('val_acc')):.2f}")
-                + ("" if t.get("status") in (None, "finished", "done") else f" ({t.get('status')})")
-                for t in e["trials"])
-            ext = e.get("extensions") or []
-            lines.append(f"- {METHOD_LABELS.get(e.get('method'), e.get('method'))}, {e.get('model')} / "
-                         f"{e.get('opt')} / batch {e.get('bs')}: val acc % by lr [{grid_txt}] → lr "
-                         f"{_fmt_lr(_num(e.get('chosen_lr')))}"
-                         + (f" ({e['reason']})" if e.get("reason") else "")
-                         + (f"; grid extended {len(ext)}×" if ext else "")
-                         + ("; **still on the grid's edge (extension cap)**" if e.get("capped") else ""))
-        out.append("## Tuning decisions (stages.json)\n\nSelection metric: final-epoch validation accuracy of the "
-                   "seed-0 tuning run.\n\n" + "\n".join(lines))
+    if not searched:
+        return None
+    lines = []
+    for e in searched:
+        grid_txt = ", ".join(
+            f"{_fmt_lr(_num(t.get('lr')))}: "
+            + ("—" if _num(t.get("val_acc")) is None else f"{100 * _num(t.get('val_acc')):.2f}")
+            + ("" if t.get("status") in (None, "finished", "done") else f" ({t.get('status')})")
+            for t in e["trials"])
+        ext = e.get("extensions") or []
+        lines.append(f"- {METHOD_LABELS.get(e.get('method'), e.get('method'))}, {e.get('model')} / "
+                     f"{e.get('opt')} / batch {e.get('bs')}: val acc % by lr [{grid_txt}] → lr "
+                     f"{_fmt_lr(_num(e.get('chosen_lr')))}"
+                     + (f" ({e['reason']})" if e.get("reason") else "")
+                     + (f"; grid extended {len(ext)}×" if ext else "")
+                     + ("; **still on the grid's edge (extension cap)**" if e.get("capped") else ""))
+    return ("## Tuning decisions (stages.json)\n\nSelection metric: final-epoch validation accuracy of the "
+            "seed-0 tuning run.\n\n" + "\n".join(lines))
 
-    cell_notes = [f"- {r['model']} / {r['opt']} / {_bs_label(r['bs'])} / {METHOD_LABELS.get(r['method'])}: {r['note']}"
+
+def _md_notes(col: Collation, rows: list[dict[str, Any]]) -> str | None:
+    cell_notes = [f"- {r['model']} / {r['opt']} / {bs_label(r['bs'])} / {METHOD_LABELS.get(r['method'])}: {r['note']}"
                   for r in rows if r.get("note")]
     other = [f"- {n}" for n in col.notes]
-    if cell_notes or other:
-        out.append("## Notes\n\n" + "\n".join(other + cell_notes))
+    return "## Notes\n\n" + "\n".join(other + cell_notes) if cell_notes or other else None
+
+
+def _md_devices(col: Collation) -> str | None:
     devices = col.records["device_name"].dropna().unique().tolist() + col.records["device"].dropna().unique().tolist()
-    if devices:
-        out.append(f"Devices: {', '.join(sorted({str(d) for d in devices if d}))}.")
-    return "\n\n".join(out) + "\n"
+    return f"Devices: {', '.join(sorted({str(d) for d in devices if d}))}." if devices else None
+
+
+def _markdown(col: Collation, rows: list[dict[str, Any]]) -> str:
+    out = _md_head(col, rows)
+    if not rows:
+        return "\n\n".join(out + ["_No runs yet._"]) + "\n"
+    by_key = {(r["model"], r["opt"], r["bs"], r["method"]): r for r in rows}
+    methods = sorted({r["method"] for r in rows}, key=method_rank)
+    sections = [
+        _md_results(by_key, methods, "test_acc_pct", ".2f", "Final test accuracy (%)", col.imagenet),
+        _md_paper_note() if col.imagenet else None,
+        _md_results(by_key, methods, "test_nll", ".4f", "Final test loss (NLL)", False),
+        _md_peak_lr(by_key, methods),
+        _md_tuning_cost(col, by_key, methods),
+        _md_autowu_switch(rows),
+        _md_diagnosis(col),
+        _md_tuning_decisions(col),
+        _md_notes(col, rows),
+        _md_devices(col),
+    ]
+    return "\n\n".join(out + [s for s in sections if s]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -737,6 +842,12 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.sweep_dirs:
         if not d.is_dir():
             print(f"autolr.results: error: {d} is not a directory", file=sys.stderr)
+            rc = 2
+            continue
+        if not any((d / "runs").glob("*.json")) and not (d / "stages.json").is_file():
+            # a table of nothing would only litter the folder: say what a sweep folder holds
+            print(f"autolr.results: error: {d} holds no run records (runs/*.json) and no stages.json; "
+                  "give a results/<sweep> folder", file=sys.stderr)
             rc = 2
             continue
         _, md = build_table(d, write=True)

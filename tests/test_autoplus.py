@@ -228,3 +228,108 @@ def test_factory_builds_it_and_reference_autowu_is_unchanged():
     assert isinstance(s, AutoWUPlus)
     ref = build_scheduler("auto", opt, steps_per_epoch=13, total_epochs=30, batch_size=4096)
     assert type(ref) is AutoWU and ref.max_warmup_steps == 195
+
+
+# -- rollback and the accelerated ramp -----------------------------------------------------------
+
+
+def _cliff_model(seed: int = 0):
+    """A weight vector trained with Adam on a quadratic whose loss explodes once the LR passes 0.05
+    (its gradient is amplified there), so the weights at the loss minimum are known."""
+    torch.manual_seed(seed)
+    w = torch.nn.Parameter(torch.full((4,), 3.0))
+    return w, torch.optim.Adam([w], lr=1.0)
+
+
+def _train(s, w, opt, steps, record=None):
+    for _ in range(steps):
+        lr = s.get_last_lr()[0]
+        loss = (w ** 2).sum() * (1.0 if lr < 0.05 else 1.0 + 100 * lr)
+        opt.zero_grad()
+        loss.backward()
+        if lr >= 0.05:
+            w.grad.mul_(-50.0)  # past the edge: the step pushes the weights away
+        opt.step()
+        if record is not None:
+            record.append(w.detach().clone())  # the weights after this step, before any rollback
+        s.step(loss.detach())
+        if s.phase == "decay":
+            return
+
+
+def test_rollback_restores_the_weights_at_the_loss_minimum():
+    w, opt = _cliff_model()
+    s = AutoWUPlus(opt, 4, 30, rollback=True, patience=1000)
+    trail = []
+    _train(s, w, opt, s.total_steps, trail)
+    assert s.switch_kind == "guard" and s.rollback_step is not None
+    # after the switch the weights are the ones after step rollback_step, not the blown-up ones
+    assert torch.equal(w.detach(), trail[s.rollback_step - 1])
+    assert not torch.equal(w.detach(), trail[-1])
+    assert s.rollback_step <= s.history[-1]["smoothed_argmin_step"]  # weights evaluated at or before the minimum
+    assert s.history[-1]["rollback_to_step"] == s.rollback_step
+    assert s._snapshots == []  # memory released after the switch
+
+
+def test_without_rollback_the_weights_stay_where_the_ramp_left_them():
+    w, opt = _cliff_model()
+    s = AutoWUPlus(opt, 4, 30, patience=1000)
+    trail = []
+    _train(s, w, opt, s.total_steps, trail)
+    assert s.switch_kind == "guard" and s.rollback_step is None
+    assert torch.equal(w.detach(), trail[-1])
+
+
+def test_rollback_state_resumes_exactly_through_torch_save(tmp_path):
+    import io
+
+    w, opt = _cliff_model()
+    ref = AutoWUPlus(opt, 4, 30, rollback=True, patience=1000)
+    _train(ref, w, opt, 200)
+    w_ref = w.detach().clone()
+
+    w, opt = _cliff_model()
+    a = AutoWUPlus(opt, 4, 30, rollback=True, patience=1000)
+    _train(a, w, opt, 10)  # mid-ramp, snapshots held
+    buf = io.BytesIO()
+    torch.save({"sched": a.state_dict(), "opt": opt.state_dict(), "w": w.detach().clone()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    w2 = torch.nn.Parameter(saved["w"].clone())
+    opt2 = torch.optim.Adam([w2], lr=1.0)
+    opt2.load_state_dict(saved["opt"])
+    b = AutoWUPlus(opt2, 4, 30, rollback=True, patience=1000)
+    b.load_state_dict(saved["sched"])
+    _train(b, w2, opt2, 190)
+    assert b.switch_step == ref.switch_step and b.rollback_step == ref.rollback_step
+    assert torch.equal(w2.detach(), w_ref)
+
+
+def test_accelerated_ramp_climbs_faster_while_the_loss_is_flat():
+    def flat_then_bowl(lr):  # flat below 1e-3, then the usual bowl around 0.01
+        return 2.0 if lr < 1e-3 else model_loss(lr, 0.01)
+
+    runs = {}
+    for accel in (1.0, 3.0):
+        s = make(spe=4, epochs=30, accel=accel)
+        lrs = []
+        for _ in range(s.total_steps):
+            lr = s.get_last_lr()[0]
+            lrs.append(lr)
+            s.step(flat_then_bowl(lr))
+            if s.phase == "decay":
+                break
+        runs[accel] = (s, lrs)
+    plain, fast = runs[1.0][0], runs[3.0][0]
+    assert fast.switch_step < plain.switch_step
+    assert 0.3 < fast.switch_lr / 0.01 < 3.0
+    assert any(r.get("ramp_slowed") for r in fast.history)
+    # the plain ramp is AutoWU's exponential path, step for step
+    for step, lr in enumerate(runs[1.0][1][: plain.max_warmup_steps]):
+        assert lr == pytest.approx(1e-5 * (1.0 / 1e-5) ** (step / plain.max_warmup_steps), rel=1e-9)
+
+
+@pytest.mark.parametrize("kwargs", [{"rollback": 1}, {"accel": 0.5}, {"flat_tol": 0.0}, {"flat_tol": 1.0}])
+def test_invalid_rollback_and_accel_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        make(**kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +340,58 @@ def test_cli(fashion: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> 
     assert results.main([str(d / "nope")]) == 2
 
 
+def test_cli_refuses_a_folder_without_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "somewhere" / "runs").mkdir(parents=True)
+    capsys.readouterr()
+    assert results.main([str(tmp_path / "somewhere")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no run records" in err
+    assert not any((tmp_path / "somewhere").glob("TABLE*"))
+
+
+def test_rebuild_leaves_unchanged_files_alone(fashion: tuple[Path, dict], tmp_path: Path) -> None:
+    d, _ = fashion
+    results.build_table(d)
+    paths = plots.make_figures(d, tmp_path / "plots", log=lambda _msg: None)
+    files = [d / "TABLE.md", d / "TABLE.csv", *paths]
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    for p in files:
+        os.utime(p, ns=(1, 1))  # so that any rewrite shows
+    results.build_table(d)
+    plots.make_figures(d, tmp_path / "plots", log=lambda _msg: None)
+    assert all(p.stat().st_mtime_ns == 1 for p in files), stamps
+
+
+def test_committed_tables_rebuild_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m autolr.results` on the committed sweeps reproduces their TABLE.md and TABLE.csv exactly."""
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    names = [n for n in ("fashion", "demo") if (repo / "results" / n / "TABLE.md").is_file()]
+    assert names, "no committed results/ tables to compare"
+    for name in names:
+        shutil.copytree(repo / "results" / name, tmp_path / "results" / name, ignore=shutil.ignore_patterns("TABLE.*"))
+    if (repo / "sweeps").is_dir():
+        shutil.copytree(repo / "sweeps", tmp_path / "sweeps")
+    monkeypatch.chdir(tmp_path)  # the table names the folder it was built from: build it from results/<name>
+    assert results.main([f"results/{n}" for n in names]) == 0
+    for name in names:
+        for f in ("TABLE.md", "TABLE.csv"):
+            assert (tmp_path / "results" / name / f).read_bytes() == (repo / "results" / name / f).read_bytes(), \
+                f"results/{name}/{f} differs from the committed one"
+
+
+def test_plots_import_changes_no_global_setting() -> None:
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; before = dict(matplotlib.rcParams); b = matplotlib.get_backend(); "
+            "import autolr.plots; assert dict(matplotlib.rcParams) == before; "
+            "assert matplotlib.get_backend() == b; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +410,7 @@ def test_figures(fashion: tuple[Path, dict], tmp_path: Path) -> None:
     paths = plots.make_figures(d, tmp_path / "plots", log=notes.append)
     names = sorted(p.name for p in paths)
     assert names == ["a_accuracy_vs_batch.png", "b_lr_schedules.png", "c_switch_lr_scaling.png",
-                     "d_warmup_gp.png", "e_accuracy_vs_compute.png"], notes
+                     "d_warmup_gp.png", "e_accuracy_vs_compute.png", "f_autowu_budget.png"], notes
     for p in paths:
         assert_real_png(p)
     assert not notes
@@ -373,6 +426,7 @@ def test_figures_skip_without_autowu(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths) == ["a_accuracy_vs_batch.png", "e_accuracy_vs_compute.png"]
     assert any(n.startswith("skip (b)") for n in notes)
     assert any(n.startswith("skip (c)") for n in notes) and any(n.startswith("skip (d)") for n in notes)
+    assert any(n.startswith("skip (f)") for n in notes)
     for p in paths:
         assert_real_png(p)
 
@@ -382,7 +436,7 @@ def test_plots_cli_all(fashion: tuple[Path, dict], tmp_path: Path) -> None:
     (d.parent / "nothing_yet").mkdir()
     rc = plots.main(["--all", "--results-root", str(d.parent), "--plots-root", str(tmp_path / "plots")])
     assert rc == 0
-    assert len(list((tmp_path / "plots" / "fashion").glob("*.png"))) == 5
+    assert len(list((tmp_path / "plots" / "fashion").glob("*.png"))) == 6
     assert not (tmp_path / "plots" / "nothing_yet").exists()
 
 
