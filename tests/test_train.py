@@ -516,7 +516,7 @@ BAD_INPUTS = {
     "weight decay inf": (["--wd", "inf"], "--wd must be finite"),
     "negative seed": (["--seed", "-1"], "--seed must lie in"),
     "unknown device": (["--device", "tpu"], "use cpu, cuda or cuda:N"),
-    "validation set as large as the data": (["--val-size", "60000"], "leaves no training examples"),
+    "validation set as large as the data": (["--val-size", "60000"], "must leave some for training"),
     "micro-batch larger than the batch": (["--bs", "512", "--micro-bs", "2048"], "larger than the per-process"),
     "model for another resolution": (["--model", "vit_tiny_patch4_32"], "does not take fashion-mnist images"),
     # issue 12, items 8 and 12
