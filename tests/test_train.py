@@ -527,7 +527,8 @@ BAD_INPUTS = {
                                     "--loader", "tensor"], "overflows"),
     "device not in this build": (["--device", "mps"], "--device mps: not available"),
     "validation set larger than the data": (["--val-size", "70000", "--subset", "512"],
-                                            "official training set has 60000; pick at most 59999"),
+                                            "the validation split must leave some for training; pick a --val-size "
+                                            "from 1 to 59999"),
 }
 
 
