@@ -34,17 +34,37 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from autolr.autowu import AutoWU
-from autolr.schedules import _check_positive, _check_positive_int, _check_real
+from autolr.autowu import AutoWU, AutoWUOptions
+from autolr.scheduler import _check_positive, _check_positive_int, _check_real, option
 
-__all__ = ["AutoWUPlus", "smoothed_argmin"]
+__all__ = ["AutoWUPlus", "AutoWUPlusOptions", "smoothed_argmin"]
 
 CANDIDATES = ("smoothed", "gp")
+
+
+@dataclass(frozen=True)
+class AutoWUPlusOptions:
+    """AutoWU+'s own settings, declared once (the rest are ``AutoWUOptions``, less
+    ``max_warmup_fraction``, which ``ramp_fraction`` replaces)."""
+
+    ramp_fraction: float = option(0.25, "the ramp's share of all steps (the switch is forced there)", flag=True)
+    candidate: str = option("smoothed", "how the new LR is read", choices=CANDIDATES, flag=True)
+    lr_factor: float = option(1.0, "switch LR = candidate x this", flag=True)
+    test_fraction: float = option(0.01, "a test every this share of steps", flag=True)
+    patience: int = option(3, "consecutive positive tests needed to switch", flag=True)
+    div_factor: float = option(1.5, "switch when the recent loss exceeds this x the smoothed minimum (0: off)",
+                               flag=True)
+    rollback: bool = option(False, "at the switch, back to the weights at the loss minimum", flag=True)
+    accel: float = option(1.0, "the ramp climbs this many times faster while the loss is flat", flag=True)
+    min_test_points: int = option(8, "no test before this many losses")
+    smooth_fraction: float = option(0.05, "the moving average spans this share of the history")
+    flat_tol: float = option(0.02, "the loss is flat while within this share of its first values")
 
 
 def smoothed_argmin(losses: np.ndarray, window: int) -> int | None:
@@ -93,11 +113,16 @@ class AutoWUPlus(AutoWU):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
-                 init_lr: float = 1e-5, max_lr: float = 1.0, ramp_fraction: float = 0.25,
-                 test_fraction: float = 0.01, min_test_points: int = 8, patience: int = 3,
-                 candidate: str = "smoothed", smooth_fraction: float = 0.05, lr_factor: float = 1.0,
-                 div_factor: float | None = 1.5, rollback: bool = False, accel: float = 1.0,
-                 flat_tol: float = 0.02, decay: str = "cosine",
+                 init_lr: float = AutoWUOptions.init_lr, max_lr: float = AutoWUOptions.max_lr,
+                 ramp_fraction: float = AutoWUPlusOptions.ramp_fraction,
+                 test_fraction: float = AutoWUPlusOptions.test_fraction,
+                 min_test_points: int = AutoWUPlusOptions.min_test_points,
+                 patience: int = AutoWUPlusOptions.patience, candidate: str = AutoWUPlusOptions.candidate,
+                 smooth_fraction: float = AutoWUPlusOptions.smooth_fraction,
+                 lr_factor: float = AutoWUPlusOptions.lr_factor,
+                 div_factor: float | None = AutoWUPlusOptions.div_factor,
+                 rollback: bool = AutoWUPlusOptions.rollback, accel: float = AutoWUPlusOptions.accel,
+                 flat_tol: float = AutoWUPlusOptions.flat_tol, decay: str = AutoWUOptions.decay,
                  **autowu_options: Any) -> None:
         if "max_warmup_fraction" in autowu_options:
             raise ValueError("AutoWUPlus takes ramp_fraction, not max_warmup_fraction")

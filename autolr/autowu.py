@@ -19,18 +19,41 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from autolr.gp import GPConfig, GPState, TestResult, run_test
-from autolr.schedules import Scheduler, _check_positive, _check_positive_int, _check_real, cosine_factor
+from autolr.scheduler import Scheduler, _check_positive, _check_positive_int, _check_real, cosine_factor, option
 
-__all__ = ["AutoWU"]
+__all__ = ["AutoWU", "AutoWUOptions"]
 
 _PHASES = ("warmup", "decay")
+
+
+@dataclass(frozen=True)
+class AutoWUOptions:
+    """AutoWU's settings, each declared once: the signature of ``AutoWU``, train.py's flags (those
+    marked ``flag``) and the registry read their defaults here; the GP's come from ``GPConfig``."""
+
+    init_lr: float = option(1e-5, "the warmup's first LR", flag=True)
+    max_lr: float = option(1.0, "the LR the warmup reaches at its cap", flag=True)
+    max_warmup_fraction: float = option(0.5, "forced switch at this fraction of the budget", flag=True)
+    decay: str = option("cosine", "the decay after the switch", choices=("cosine", "constant_cosine"), flag=True)
+    gp_path: str = option("fast", "GP implementation", choices=("fast", "oracle"), flag=True)
+    warmup: str = option("exp", "the warmup path: exponential (the reference) or linear (ablation)",
+                         choices=("exp", "linear"))
+    cooldown_fraction: float = option(0.2, "constant_cosine: the cosine's share of the budget")
+    confidence: float = option(GPConfig.confidence, "a prediction votes 'past the minimum' above this p")
+    patience: int = option(3, "consecutive positive tests needed to switch")
+    n_tests: int = option(GPConfig.n_tests, "predictions per test, each on its own subsample")
+    lengthscale: float = option(GPConfig.lengthscale, "the GP's RBF lengthscale, as a fraction of the history")
+    seed: int = option(0, "seeds the test's subsampling (train.py passes the run's seed)")
+    fit_iters: int = option(GPConfig.fit_iters, "Adam steps of the GP's hyperparameter fit per test")
+    distributed: bool | None = option(None, "average losses over ranks (None: whenever torch.distributed runs)")
 
 
 class AutoWU(Scheduler):
@@ -57,16 +80,22 @@ class AutoWU(Scheduler):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
-                 init_lr: float = 1e-5, max_lr: float = 1.0, max_warmup_fraction: float = 0.5,
-                 warmup: str = "exp", decay: str = "cosine", cooldown_fraction: float = 0.2,
-                 confidence: float = 0.95, patience: int = 3, n_tests: int = 5, lengthscale: float = 0.2,
-                 seed: int = 0, gp_path: str = "fast", distributed: bool | None = None,
-                 fit_iters: int = 100) -> None:
+                 init_lr: float = AutoWUOptions.init_lr, max_lr: float = AutoWUOptions.max_lr,
+                 max_warmup_fraction: float = AutoWUOptions.max_warmup_fraction, warmup: str = AutoWUOptions.warmup,
+                 decay: str = AutoWUOptions.decay, cooldown_fraction: float = AutoWUOptions.cooldown_fraction,
+                 confidence: float = AutoWUOptions.confidence, patience: int = AutoWUOptions.patience,
+                 n_tests: int = AutoWUOptions.n_tests, lengthscale: float = AutoWUOptions.lengthscale,
+                 seed: int = AutoWUOptions.seed, gp_path: str = AutoWUOptions.gp_path,
+                 distributed: bool | None = AutoWUOptions.distributed,
+                 fit_iters: int = AutoWUOptions.fit_iters) -> None:
         super().__init__(optimizer, steps_per_epoch, total_epochs)
         self.init_lr = _check_positive("init_lr", init_lr)
         self.max_lr = _check_positive("max_lr", max_lr)
         if self.max_lr <= self.init_lr:
             raise ValueError(f"max_lr ({max_lr}) must exceed init_lr ({init_lr})")
+        if not math.isfinite(self.max_lr / self.init_lr):
+            raise ValueError(f"max_lr / init_lr ({max_lr} / {init_lr}) overflows a float: the exponential warmup "
+                             "path would reach an infinite LR; use a larger init_lr or a smaller max_lr")
         if not 0.0 <= _check_real("max_warmup_fraction", max_warmup_fraction) <= 1.0:
             raise ValueError(f"max_warmup_fraction must lie in [0, 1], got {max_warmup_fraction}")
         if warmup not in ("exp", "linear"):
@@ -275,25 +304,48 @@ class AutoWU(Scheduler):
         )
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def _check_config(self, state: Mapping[str, Any], last_step: int, ratios: list[float],
+                      last_lr: list[float] | None) -> None:
         if state.get("phase") not in _PHASES:
             raise ValueError("not an AutoWU state dict (no valid 'phase')")
-        cfg = state.get("config", {})
+        cfg = state.get("config") or {}
+        if not isinstance(cfg, Mapping):
+            raise ValueError("AutoWU state has no valid 'config'")
         # every setting that shapes the LRs or the decisions must match, or the resumed run is another run
         mine = self.describe()
         for key, value in cfg.items():
             if key in mine and value != mine[key]:
                 raise ValueError(f"AutoWU state has {key}={value!r}, this scheduler {mine[key]!r}")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # everything is checked and converted before anything is assigned: a refused state loads nothing
+        if not isinstance(state, Mapping) or state.get("phase") not in _PHASES:
+            raise ValueError("not an AutoWU state dict (no valid 'phase')")
+        base = self._check_state(state)
+        try:
+            switch_step = None if state["switch_step"] is None else int(state["switch_step"])
+            switch_lr = None if state["switch_lr"] is None else float(state["switch_lr"])
+            switch_kind = state["switch_kind"]
+            consecutive = int(state["consecutive"])
+            history = [dict(r) for r in state["history"]]
+            losses = [float(v) for v in state["losses"]]
+            pending = [float(v) for v in state["pending_losses"]]
+            gp_state = GPState.from_dict(state["gp_state"])
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state["rng_state"]
+            test_seconds = float(state.get("test_seconds", 0.0))  # kept so a resumed run reports it all
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a usable AutoWU state dict ({type(err).__name__}: {err})") from None
+        if (state["phase"] == "decay") != (switch_step is not None and switch_lr is not None) or \
+                switch_kind not in ((None,) if switch_step is None else ("test", "forced")):
+            raise ValueError("AutoWU state has an inconsistent switch (phase, switch_step, switch_lr, switch_kind)")
         self._phase = state["phase"]
-        self.switch_step = state["switch_step"]
-        self.switch_lr = state["switch_lr"]
-        self.switch_kind = state["switch_kind"]
-        self.consecutive = int(state["consecutive"])
-        self.history = [dict(r) for r in state["history"]]
-        self.losses = [float(v) for v in state["losses"]]
-        self._epoch_losses = [float(v) for v in state["pending_losses"]]
-        self._gp_state = GPState.from_dict(state["gp_state"])
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state["rng_state"]
-        self.test_seconds = float(state.get("test_seconds", 0.0))  # timing, kept so a resumed run reports it all
-        super().load_state_dict(state)
+        self.switch_step, self.switch_lr, self.switch_kind = switch_step, switch_lr, switch_kind
+        self.consecutive = consecutive
+        self.history = history
+        self.losses = losses
+        self._epoch_losses = pending
+        self._gp_state = gp_state
+        self._rng = rng
+        self.test_seconds = test_seconds
+        self._restore(*base)

@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from autolr.diagnose import diagnose_records
+from autolr.registry import SCHEDULERS
 
 __all__ = [
     "METHOD_ORDER", "METHOD_LABELS", "PAPER_IMAGENET", "AUTHORS_RERUN_IMAGENET", "load_records", "load_stages",
@@ -40,11 +41,8 @@ __all__ = [
     "bs_label", "main",
 ]
 
-METHOD_ORDER: tuple[str, ...] = ("auto", "linear", "legw", "fixed", "cosine", "constant")
-METHOD_LABELS: dict[str, str] = {
-    "auto": "AutoWU", "linear": "linear (Goyal)", "legw": "LEGW", "fixed": "fixed warmup",
-    "cosine": "cosine", "constant": "constant",
-}
+METHOD_ORDER: tuple[str, ...] = tuple(SCHEDULERS)
+METHOD_LABELS: dict[str, str] = {name: m.label for name, m in SCHEDULERS.items()}
 # The paper's ImageNet top-1 (%) for AutoWU, AdamP, final epoch (REPRODUCTION.md). Keyed by the
 # model names our imagenet recipe uses, so that they line up with our rows and nothing else.
 PAPER_IMAGENET: dict[tuple[str, int], float] = {

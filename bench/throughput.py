@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -57,14 +56,6 @@ OUT = REPO / "bench" / "results" / "throughput.json"
 #: the dataset whose recipe (image size, channels, classes) a model is benchmarked with
 MODEL_DATA = {"cnn_fashion": "fashion-mnist", "mlp_tiny": "fashion-mnist", "resnet50": "imagenet",
               "efficientnet_b0": "imagenet"}
-
-
-def load_train_script() -> Any:
-    spec = importlib.util.spec_from_file_location("autolr_train_script", REPO / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def sync(device: torch.device) -> None:
@@ -275,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     micro = min(args.micro_bs or get_recipe(data).micro_bs, args.bs)
     if args.bs % micro:
         p.error(f"--micro-bs {micro} does not divide --bs {args.bs}")
-    train = load_train_script()
+    import train  # the script at the repository root, on sys.path above
+
     threads = train.cpu_threads()
     gpu = device.type == "cuda"
     results: dict[str, Any] = {

@@ -675,3 +675,84 @@ def test_oracle_path_takes_the_same_switch():
             assert close or abs(p - q) <= 0.01
         assert f["positive"] == o["positive"] or any(near)
         assert f["candidate_lr"] == pytest.approx(o["candidate_lr"], rel=0.05)
+
+
+# -- PyTorch's scheduler contract, refused states, overflow (issue 12) --------------------------
+
+
+def test_is_a_torch_lr_scheduler_without_a_first_step():
+    sched = make(10, 40, lrs=(1.0, 0.1))
+    assert isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
+    assert sched.base_lrs == [1.0, 0.1]
+    assert sched.last_epoch == 0 and sched.get_last_lr() == [INIT_LR, INIT_LR * 0.1]
+    assert sched.losses == [] and not sched._epoch_losses  # construction took no step and no loss
+    sched.step(1.0)
+    assert sched.last_epoch == 1 and sched.get_lr() == sched.get_last_lr()
+
+
+def test_tensor_lr_is_updated_in_place():
+    ref = make(10, 40)
+    ref_lrs = drive(ref, synthetic_loss(1e-2, seed=3))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=torch.tensor(1.0, dtype=torch.float64))
+    sched = AutoWU(opt, 10, 40)
+    lr_tensor = opt.param_groups[0]["lr"]
+    loss = synthetic_loss(1e-2, seed=3)
+    got = [lr_tensor.item()]
+    for s in range(sched.total_steps):
+        sched.step(loss(s, lr_tensor.item()) if sched.phase == "warmup" else None)
+        assert opt.param_groups[0]["lr"] is lr_tensor
+        got.append(lr_tensor.item())
+    assert got == ref_lrs and sched.switch_step == ref.switch_step
+
+
+def test_state_loads_with_weights_only(reference_run):
+    ref, _ = reference_run
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)
+    buf.seek(0)
+    fresh = make(_SPE, _EPOCHS)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert fresh.state_dict() == ref.state_dict()
+
+
+def _mid_warmup(steps=2 * _SPE + 7, lrs=(1.0,)):
+    sched = make(_SPE, _EPOCHS, lrs=lrs)
+    drive(sched, _LOSS, steps=steps)
+    return sched
+
+
+def _broken_states():
+    good = _mid_warmup(steps=5 * _SPE + 3).state_dict()
+    yield "gp_state", {**good, "gp_state": {"raw": [0.0, 0.0, 0.0]}}
+    yield "rng_state", {**good, "rng_state": {"bit_generator": "MT19937"}}
+    yield "history", {**good, "history": 3}
+    yield "losses", {**good, "losses": ["x"]}
+    yield "pending_losses", {**good, "pending_losses": None}
+    yield "switch", {**good, "phase": "decay"}
+    yield "no switch_kind", {k: v for k, v in good.items() if k != "switch_kind"}
+    yield "step", {**good, "last_step": good["total_steps"] + 1}
+    yield "groups", _mid_warmup(lrs=(1.0, 0.1)).state_dict()
+    yield "settings", make(_SPE, _EPOCHS, patience=5).state_dict()
+    yield "baseline", {k: v for k, v in good.items() if k != "phase"}
+
+
+@pytest.mark.parametrize("what", [w for w, _ in _broken_states()])
+def test_refused_state_loads_nothing(what):
+    state = dict(_broken_states())[what]
+    sched = _mid_warmup()
+    before = json.dumps(sched.state_dict(), sort_keys=True)
+    lr_before = sched.optimizer.param_groups[0]["lr"]
+    with pytest.raises(ValueError):
+        sched.load_state_dict(state)
+    assert json.dumps(sched.state_dict(), sort_keys=True) == before
+    assert sched.optimizer.param_groups[0]["lr"] == lr_before
+    # and it goes on exactly as one that was never asked to load
+    twin = _mid_warmup()
+    start = sched.last_step
+    assert drive(sched, _LOSS, start=start) == drive(twin, _LOSS, start=start)
+
+
+@pytest.mark.parametrize("kwargs", [{"init_lr": 1e-300, "max_lr": 1e300}, {"init_lr": 5e-324, "max_lr": 1.0}])
+def test_overflowing_warmup_path_raises(kwargs):
+    with pytest.raises(ValueError, match="overflows"):
+        make(10, 40, **kwargs)

@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from autolr.schedules import build_scheduler
+from autolr import build_scheduler
 
 BATCH_SIZES = (256, 1024, 4096, 16384)
 STEPS_PER_EPOCH = (1, 3, 7)
@@ -408,3 +408,140 @@ def test_describe_is_json_serialisable(name, batch):
     assert isinstance(desc, dict)
     assert desc["name"] == name
     assert json.loads(json.dumps(desc)) == desc
+
+
+# -- PyTorch's scheduler contract (issue 12) ---------------------------------------------------
+
+BASELINES = ("linear", "legw", "fixed", "cosine", "constant")
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_is_a_torch_lr_scheduler(name):
+    sched = build_named(name, 3, 1024, lrs=(1.0, 0.1))
+    assert isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
+    assert sched.base_lrs == [1.0, 0.1]
+    assert sched.last_epoch == sched.last_step == 0
+    for s in range(1, 8):
+        sched.step()
+        assert sched.last_epoch == s
+        assert sched.get_lr() == sched.get_last_lr() == [g["lr"] for g in sched.optimizer.param_groups]
+    # building it neither wrapped optimizer.step nor wrote 'initial_lr' into the groups
+    assert not hasattr(sched.optimizer.step, "_wrapped_by_lr_sched")
+    assert all("initial_lr" not in g for g in sched.optimizer.param_groups)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_tensor_lr_is_updated_in_place(name):
+    floats = build_named(name, 3, 1024)
+    ref = run_all(floats, 3 * TOTAL_EPOCHS)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(1.0, dtype=torch.float64), foreach=False)
+    kw = {"legw_b0": B0, "warmup_epochs": W0} if name == "legw" else {}
+    sched = build_scheduler(name, opt, steps_per_epoch=3, total_epochs=TOTAL_EPOCHS, batch_size=1024,
+                            lr=BASE_LR, **kw)
+    lr_tensor = opt.param_groups[0]["lr"]
+    got = [lr_tensor.item()]
+    for _ in range(3 * TOTAL_EPOCHS):
+        model(torch.ones(1, 2)).sum().backward()
+        opt.step()
+        sched.step()
+        assert opt.param_groups[0]["lr"] is lr_tensor  # the same tensor: a compiled step keeps reading it
+        got.append(lr_tensor.item())
+    assert got == ref
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_state_loads_with_weights_only(name):
+    sched = build_named(name, 3, 1024, lrs=(1.0, 0.1))
+    for _ in range(7):
+        sched.step()
+    buf = io.BytesIO()
+    torch.save(sched.state_dict(), buf)
+    buf.seek(0)
+    resumed = build_named(name, 3, 1024, lrs=(1.0, 0.1))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert resumed.get_last_lr() == sched.get_last_lr() and resumed.last_epoch == 7
+
+
+def _stepped(name, steps=4, **kw):
+    sched = build(name, spe=3, batch=1024, **kw)
+    for _ in range(steps):
+        sched.step()
+    return sched
+
+
+@pytest.mark.parametrize(("theirs", "mine"), [
+    # the same total steps, another scheduler or other settings: each is another run
+    (dict(name="linear"), dict(name="fixed")),
+    (dict(name="fixed"), dict(name="linear")),
+    (dict(name="cosine"), dict(name="constant")),
+    (dict(name="constant"), dict(name="cosine")),
+    (dict(name="fixed", warmup_epochs=2), dict(name="fixed", warmup_epochs=3)),
+    (dict(name="fixed", lr=0.1), dict(name="fixed", lr=0.2)),
+    (dict(name="linear", batch=1024), dict(name="linear", batch=2048)),
+    (dict(name="legw", legw_b0=256), dict(name="legw", legw_b0=512)),
+    (dict(name="cosine", lr=0.1), dict(name="cosine", lr=0.3)),
+])
+def test_load_state_of_another_scheduler_raises(theirs, mine):
+    def make(name, batch=1024, **kw):
+        sched = build(name, spe=3, batch=batch, **kw)
+        for _ in range(4):
+            sched.step()
+        return sched
+
+    old, new = make(**theirs), make(**mine)
+    before = (new.last_step, new.get_last_lr(), copy.deepcopy(new.state_dict()))
+    with pytest.raises(ValueError, match="scheduler state"):
+        new.load_state_dict(old.state_dict())
+    assert (new.last_step, new.get_last_lr(), new.state_dict()) == before
+
+
+def test_load_autowu_state_into_a_baseline_raises():
+    from autolr import AutoWU
+
+    auto = AutoWU(make_optimizer(), 3, TOTAL_EPOCHS)
+    auto.step(1.0)
+    new = _stepped("fixed")
+    with pytest.raises(ValueError, match="'auto'"):
+        new.load_state_dict(auto.state_dict())
+    legacy = {k: v for k, v in auto.state_dict().items() if k != "config"}
+    with pytest.raises(ValueError, match="AutoWU's"):
+        new.load_state_dict(legacy)
+
+
+def test_state_saved_before_the_config_still_loads_and_is_checked():
+    # checkpoints written before the state held the settings: resumed when the LR fits this schedule
+    old = _stepped("fixed", steps=5)
+    legacy = {k: v for k, v in old.state_dict().items() if k != "config"}
+    resumed = _stepped("fixed", steps=0)
+    resumed.load_state_dict(legacy)
+    assert resumed.get_last_lr() == old.get_last_lr()
+    with pytest.raises(ValueError, match="another scheduler's"):
+        _stepped("linear", steps=0).load_state_dict(legacy)
+
+
+def test_load_state_with_other_group_count_raises_and_loads_nothing():
+    old = build("fixed", spe=3, batch=1024, lrs=(1.0, 0.1))
+    for _ in range(5):
+        old.step()
+    new = _stepped("fixed", steps=2)
+    before = new.state_dict()
+    with pytest.raises(ValueError, match="parameter groups"):
+        new.load_state_dict(old.state_dict())
+    assert new.state_dict() == before
+
+
+@pytest.mark.parametrize(("name", "overrides", "match"), [
+    ("fixed", {"warmup_epochs": 1e308}, "use fewer warmup epochs"),
+    ("linear", {"warmup_epochs": 1e308}, "use fewer warmup epochs"),
+    ("linear", {"lr": 1e308, "batch_size": 16384}, "peak lr must be finite"),
+])
+def test_overflowing_settings_raise_value_error(name, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        build_scheduler(name, make_optimizer(), **_kwargs(**overrides))
+
+
+def test_legw_caps_an_overflowing_warmup():
+    sched = build_scheduler("legw", make_optimizer(), **_kwargs(warmup_epochs=1e308, legw_b0=256, batch_size=512))
+    assert sched.describe()["warmup_capped"] and sched.warmup_steps == 18
+    assert all(math.isfinite(v) for v in run_all(sched, 36))

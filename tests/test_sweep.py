@@ -84,11 +84,12 @@ def test_grid_expansion_runs_b0_and_seeds(tmp_path: Path) -> None:
     assert plan.pending_extensions == 2 * (1 + 1 + 3) * 2
 
     # the run_id is train.py's own, from the same flags given by hand
-    train = sw.spec._train_module()
+    from autolr import config
+
     argv = ["--data", "fashion-mnist", "--model", "cnn_fashion", "--opt", "adamp", "--bs", "128", "--seed", "0",
             "--sched", "legw", "--epochs", "10", "--subset", "8000", "--lr", "0.01", "--warmup-epochs", "1",
             "--legw-b0", "128", "--loader", "tensor", "--out", "elsewhere", "--resume"]
-    rid = train.run_id_of(train.resolve_config(train.build_parser().parse_args(argv)))
+    rid = config.run_id(config.resolve(config.build_parser().parse_args(argv)))
     assert rid in {r.run_id for r in tune if r.method == "legw" and r.lr == 0.01 and r.model == "cnn_fashion"}
 
     # once tuning has chosen, the seed-0 final is the tuning run itself (same run_id), seed 1 is new

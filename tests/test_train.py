@@ -16,6 +16,7 @@ import importlib.util
 import json
 import math
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -34,14 +35,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from autolr import data  # noqa: E402
+import train  # noqa: E402 - the script at the repository root (pytest's pythonpath)
+from autolr import config, data, records  # noqa: E402
+from autolr.registry import SCHEDULERS, flag_options  # noqa: E402
 
 from fakes import write_fake_cifar  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("autolr_train_script", REPO / "train.py")
-assert _spec is not None and _spec.loader is not None
-train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train)
 
 # runs whose micro-batch is not the recipe's 256 warn about it, as they should
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:micro-batch .* differs:UserWarning")]
@@ -128,7 +126,7 @@ def load_strict(path: Path) -> dict[str, Any]:
 
 
 def run_id_for(flags: list[str]) -> str:
-    return train.run_id_of(train.resolve_config(train.build_parser().parse_args(flags)))
+    return config.run_id(config.resolve(config.build_parser().parse_args(flags)))
 
 
 @pytest.mark.parametrize("sched", ["linear", "legw", "fixed"])
@@ -143,15 +141,16 @@ def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, worl
                  test_n: int | None = None, val_n: int | None = None, status: str = "finished") -> None:
     """Every field REPRODUCTION.md asks of a run record, and what they must hold."""
     assert RECORD_KEYS <= set(rec), RECORD_KEYS - set(rec)
-    assert rec["schema"] == train.SCHEMA
-    assert rec["run_id"] == train.run_id_of(rec["config"])
+    assert rec["schema"] == records.SCHEMA
+    assert rec["run_id"] == config.run_id(rec["config"])
     # every flag, resolved defaults included
-    flags = set(vars(train.build_parser().parse_args([])))
+    flags = set(vars(config.build_parser().parse_args([])))
     sched = rec["config"]["sched"]
-    # AutoWU+'s own settings enter only autoplus configs (and AutoWU's only AutoWU's)
-    plus = {"ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience", "div_factor", "rollback", "accel"}
-    dropped = {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"} | plus if sched != "auto" else {
-        "lr", "warmup_epochs", "legw_b0"} | plus
+    # less the flags of other methods (and the baselines' LR flags for a method that takes no lr)
+    method = SCHEDULERS[sched]
+    dropped = {o.name for o, _ in flag_options()} - set(method.flags)
+    if method.lr is None:
+        dropped |= {"lr", "warmup_epochs", "legw_b0"}
     assert flags - dropped <= set(rec["config"]), flags - dropped - set(rec["config"])
     for key in ("model", "opt", "wd", "epochs", "micro_bs", "loader", "label_smoothing", "val_size"):
         assert rec["config"][key] is not None, key
@@ -520,6 +519,16 @@ BAD_INPUTS = {
     "validation set as large as the data": (["--val-size", "60000"], "must leave some for training"),
     "micro-batch larger than the batch": (["--bs", "512", "--micro-bs", "2048"], "larger than the per-process"),
     "model for another resolution": (["--model", "vit_tiny_patch4_32"], "does not take fashion-mnist images"),
+    # issue 12, items 8 and 12
+    "warmup of 1e308 epochs": (["--sched", "fixed", "--lr", "0.1", "--warmup-epochs", "1e308"], "leaves no decay"),
+    "legw warmup of inf epochs": (["--sched", "legw", "--lr", "0.1", "--warmup-epochs", "inf"],
+                                  "--warmup-epochs must be finite"),
+    "max-lr / init-lr overflows": (["--init-lr", "1e-320", "--max-lr", "1e300", "--subset", "512", "--epochs", "2",
+                                    "--loader", "tensor"], "overflows"),
+    "device not in this build": (["--device", "mps"], "--device mps: not available"),
+    "validation set larger than the data": (["--val-size", "70000", "--subset", "512"],
+                                            "the validation split must leave some for training; pick a --val-size "
+                                            "from 1 to 59999"),
 }
 
 
@@ -589,6 +598,155 @@ def test_unknown_dataset_is_argparse_error(tmp_path: Path, capsys: pytest.Captur
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "train.py: error: argument --data: invalid choice" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err  # the error, not the usage's 15 lines
+
+
+# a run that finishes in seconds where train.py lacked the check under test (the test fails, not hangs)
+SMALL = ["--model", "mlp_tiny", "--loader", "tensor", "--subset", "256", "--epochs", "1"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("flag", ["--out", "--ckpt-dir", "--data-root", "--tensorboard"])
+def test_folder_that_is_a_file(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # found before training (issue 12, item 1), not after the whole run
+    (tmp_path / "README.md").write_text("a file\n")
+    rc = train.main([*SMALL, *_dirs(tmp_path, tmp_path / "data"), flag, str(tmp_path / "README.md" / "runs")])
+    _assert_usage_error(capsys, rc, f"{flag} {tmp_path / 'README.md' / 'runs'}: {tmp_path / 'README.md'} is a file",
+                        tmp_path)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+@pytest.mark.parametrize("flag", ["--out", "--ckpt-dir"])
+def test_unwritable_folder(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        rc = train.main([*SMALL, *_dirs(tmp_path, tmp_path / "data"), flag, str(locked / "runs")])
+    finally:
+        locked.chmod(0o700)
+    _assert_usage_error(capsys, rc, "is not writable", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6b. One process per run, and a finished record is kept (issue 12, item 10)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_second_process_on_the_same_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autolr.files import FileLock
+
+    flags = [*SMALL, "--resume", *_dirs(tmp_path, tmp_path / "data")]
+    lock = tmp_path / "ckpt" / f"{run_id_for(flags)}.lock"
+    with FileLock(lock, remove=True):  # as the first process holds it while it trains
+        rc = train.main(flags)
+    _assert_usage_error(capsys, rc, "is being trained by another process (pid", tmp_path)
+    assert not lock.exists()  # the holder removes it on release
+
+
+@pytest.mark.timeout(60)
+def test_finished_record_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = [*SMALL, *_dirs(tmp_path, tmp_path / "data")]
+    path = tmp_path / "out" / f"{run_id_for(flags)}.json"
+    path.parent.mkdir()
+    for status in ("finished", "diverged"):
+        text = json.dumps({"schema": 1, "run_id": path.stem, "config": {}, "outcome": {"status": status}})
+        path.write_text(text)
+        # without --resume: refused, one line, the record untouched
+        rc = train.main(flags)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("train.py: error: run ") and "--overwrite" in err, err
+        assert len(err.strip().splitlines()) == 1
+        # --resume of a finished run whose checkpoint is gone: nothing to do, nothing retrained
+        rc = train.main([*flags, "--resume"])
+        captured = capsys.readouterr()
+        assert rc == 0 and "nothing to resume" in captured.out and captured.err == "", captured
+        assert path.read_text() == text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [path.name]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6c. Interrupts: one line that says where the checkpoint is and how to resume (issue 12, item 9)
+# ---------------------------------------------------------------------------------------------
+@needs_fashion
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(sig: signal.Signals, tmp_path: Path,
+                                                                fashion_root: Path) -> None:
+    flags = ["--model", "mlp_tiny", "--loader", "tensor", "--subset", "512", "--val-size", str(VAL), "--bs", "256",
+             "--epochs", "30", "--sched", "cosine", "--lr", "0.01", *_dirs(tmp_path, fashion_root)]
+    rid = run_id_for(flags)
+    ckpt = tmp_path / "ckpt" / rid / "last.pt"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *flags], cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not ckpt.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, (proc.returncode, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"train.py: stopped by {sig.name}; the checkpoint "), err
+    assert f"is kept in {ckpt}; resume with: " in lines[0]
+    assert ckpt.exists() and not (tmp_path / "out" / f"{rid}.json").exists()
+    assert not (tmp_path / "ckpt" / f"{rid}.lock").exists()
+    # the command it prints resumes the run (here only checked to parse and carry --resume)
+    cmd = shlex.split(lines[0].split("resume with: ", 1)[1])
+    assert cmd[:2] == ["python", "train.py"] and "--resume" in cmd
+    assert run_id_for(cmd[2:]) == rid
+
+
+# ---------------------------------------------------------------------------------------------
+# 6d. TensorBoard, threads, evaluation batch, a temporary left by a killed save
+# ---------------------------------------------------------------------------------------------
+@needs_fashion
+@pytest.mark.timeout(300)
+def test_tensorboard_and_a_leftover_temporary(tmp_path: Path, fashion_root: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    epochs, steps = 3, SUBSET // BS
+    flags = [*FASHION, "--loader", "tensor", "--epochs", str(epochs), "--sched", "auto", "--tensorboard",
+             str(tmp_path / "tb")]
+    rid = run_id_for([*flags, *_dirs(tmp_path, fashion_root)])
+    # what a SIGKILL during the checkpoint's save leaves behind
+    stale = tmp_path / "ckpt" / rid / f".last.pt.{os.getpid() + 100000}.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    rc, rec = run_main(tmp_path, fashion_root, *flags)
+    assert rc == 0 and rec is not None
+    check_record(rec, epochs=epochs, steps_per_epoch=steps, test_n=10000, val_n=VAL)
+    assert not stale.exists()
+    assert rec["config"]["tensorboard"] == str(tmp_path / "tb") and rec["run_id"] == rid  # not part of the id
+    # evaluation runs at the larger batch; the thread count that computed the numbers is recorded
+    assert rec["env"]["eval_micro_bs"] == train.EVAL_MICRO_BS and rec["env"]["cpu_threads"] == train.cpu_threads()
+    assert rec["env"]["torch_interop_threads"] >= 1
+
+    acc = EventAccumulator(str(tmp_path / "tb" / rid))
+    acc.Reload()
+    scalars = {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+    total = epochs * steps
+    assert [e.step for e in scalars["train/lr"]] == list(range(total))
+    assert [e.value for e in scalars["train/lr"]] == pytest.approx(rec["lr_trace"]["lr"], rel=1e-6)
+    assert [e.step for e in scalars["train/loss_step"]] == list(range(total))
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert [e.step for e in scalars[tag]] == list(range(1, epochs + 1)), tag
+    assert [e.value for e in scalars["val/acc"]] == pytest.approx([r["val_acc"] for r in rec["epochs"]], rel=1e-6)
+    assert [(e.step, e.value) for e in scalars["test/acc"]] == [(epochs, pytest.approx(rec["final"]["test_acc"]))]
+    tests = rec["autowu"]["tests"]
+    assert len(tests) >= 1
+    for tag in ("autowu/p_mean", "autowu/positive"):
+        assert [e.step for e in scalars[tag]] == [t["step"] for t in tests], tag
+    assert [e.value for e in scalars["autowu/positive"]] == [float(t["positive"]) for t in tests]
 
 
 # ---------------------------------------------------------------------------------------------

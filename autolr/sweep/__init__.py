@@ -29,7 +29,7 @@ driver); it is charged no tuning run; a diverged or failed source run skips it (
 why). The label is not part of train.py's config: a variant whose flags equal another entry's has
 its run_ids and reuses its records.
 
-Every run is identified by train.py's own ``run_id_of(resolve_config(...))`` and writes
+Every run is identified by autolr.config's ``run_id(resolve(...))`` (train.py's own) and writes
 ``results/<name>/runs/<run_id>.json``; a run with a record is never run again, and every run gets
 ``--resume``, so a sweep killed at any point and started again runs only what is missing and
 continues an interrupted run from its checkpoint (``checkpoints/<name>/<run_id>/``; per-run logs in

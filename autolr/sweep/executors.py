@@ -28,6 +28,8 @@ except ImportError:  # pragma: no cover - submitit is in requirements.txt
     Checkpointable = object  # type: ignore[assignment,misc]
     DelayedSubmission = None  # type: ignore[assignment,misc]
 
+from autolr.files import atomic_write_json
+from autolr.records import finite_or_none
 from autolr.sweep.plan import Sweep
 from autolr.sweep.runs import Run
 from autolr.sweep.spec import REPO, SweepError, SweepSpec, _train_module
@@ -280,7 +282,7 @@ class SubmititExecutor:
             fn = TrainJob(gpus_per_node=params["gpus_per_node"], nodes=params["nodes"])
             submitted = ex.map_array(fn, [[*r.argv, *self.sweep.operational_argv()] for r in submit])
             known.update({r.run_id: str(j.job_id) for r, j in zip(submit, submitted, strict=True)})
-            _train_module().atomic_write_json(self.jobs_file, known)
+            atomic_write_json(self.jobs_file, finite_or_none(known))
             jobs += list(zip(submit, submitted, strict=True))
             print(f"submitted {len(submitted)} jobs ({self.cluster}): {submitted[0].job_id} ...", flush=True)
         pending = dict(enumerate(jobs))

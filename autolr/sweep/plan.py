@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autolr.files import atomic_write_json
+from autolr.records import finite_or_none
+from autolr.registry import SCHEDULERS
 from autolr.sweep.protocol import GridState, decide_grid
 from autolr.sweep.runs import Run, RunResult, _flags_to_argv, _run_id, check_run
-from autolr.sweep.spec import NEVER_TUNED, TUNED_AT_B0, SweepError, SweepSpec, _train_module
+from autolr.sweep.spec import NEVER_TUNED, TUNED_AT_B0, SweepError, SweepSpec
 
 STAGES_SCHEMA = 1
 
@@ -62,7 +65,7 @@ class Sweep:
         flags.update({k: v for k, v in s.schedulers[method].items() if k not in ("lr", "sched", "lr_from")})
         if sched not in NEVER_TUNED:
             flags["lr"] = float(lr)  # type: ignore[arg-type]
-        if sched == "legw":
+        if SCHEDULERS[sched].takes_b0:
             flags["legw_b0"] = s.b0
         flags.update(s.train_args)
         return flags
@@ -289,14 +292,13 @@ class Sweep:
 
     def write_stages(self, plan: Plan, results: Mapping[str, RunResult]) -> dict[str, Any]:
         """Write stages.json, unless only its timestamp would change (a clean checkout stays clean)."""
-        train = _train_module()
         doc = self.stages_doc(plan, results)
         try:
             old = json.loads(self.stages_path.read_text())
         except (OSError, ValueError):
             old = None
-        new = json.loads(json.dumps(train.finite_or_none(doc)))
+        new = json.loads(json.dumps(finite_or_none(doc)))
         if isinstance(old, dict) and {**old, "updated_at": None} == {**new, "updated_at": None}:
             return doc
-        train.atomic_write_json(self.stages_path, doc)
+        atomic_write_json(self.stages_path, new)
         return doc

@@ -12,8 +12,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from autolr import config
 from autolr.sweep.protocol import selection_score
-from autolr.sweep.spec import SweepError, _parser, _train_module
+from autolr.sweep.spec import SweepError, _parser
 
 
 def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
@@ -31,18 +32,18 @@ def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
 
 
 @cache
-def _resolve(argv: tuple[str, ...]) -> tuple[argparse.Namespace, dict[str, Any], str]:
-    """train.py's parse, config and run_id of these flags (cached: do not modify the results)."""
-    train = _train_module()
+def _resolve(argv: tuple[str, ...]) -> tuple[argparse.Namespace, config.RunConfig, str]:
+    """train.py's parse, config and run_id of these flags (autolr.config's; cached: do not modify
+    the results)."""
     try:
         args = _parser().parse_args(list(argv))
     except SystemExit:
         raise SweepError(f"train.py rejects the flags {' '.join(argv)}") from None
     try:
-        cfg = train.resolve_config(args)
-    except train.UsageError as err:
+        cfg = config.resolve(args)
+    except config.UsageError as err:
         raise SweepError(f"train.py rejects a run of this sweep: {err} (flags: {' '.join(argv)})") from None
-    return args, cfg, train.run_id_of(cfg)
+    return args, cfg, config.run_id(cfg)
 
 
 def _run_id(argv: tuple[str, ...]) -> str:
@@ -84,12 +85,12 @@ def check_run(argv: Sequence[str], world: int = 1) -> None:
 
     args, cfg, _ = _resolve(tuple(argv))
     try:
-        info = dataset_info(cfg["data"], subset=cfg["subset"], val_size=cfg["val_size"])
+        info = dataset_info(cfg.data, subset=cfg.subset, val_size=cfg.val_size)
     except DataError as err:
         raise SweepError(str(err)) from None
     if info["train_size"] < 1:
-        raise SweepError(f"--val-size {cfg['val_size']} leaves no training examples of {cfg['data']}")
-    bs = cfg["bs"]
+        raise SweepError(f"--val-size {cfg.val_size} leaves no training examples of {cfg.data}")
+    bs = cfg.bs
     if bs > info["train_size"]:
         raise SweepError(f"batch {bs} exceeds the training split of {info['train_size']} examples")
     if bs % world:
@@ -97,25 +98,18 @@ def check_run(argv: Sequence[str], world: int = 1) -> None:
     per_rank = bs // world
     if args.micro_bs is not None and args.micro_bs > per_rank:
         raise SweepError(f"micro_bs {args.micro_bs} is larger than the per-process batch {per_rank} (batch {bs})")
-    micro = min(cfg["micro_bs"], per_rank)
+    micro = min(cfg.micro_bs, per_rank)
     if per_rank % micro:
         raise SweepError(f"micro-batch {micro} does not divide the per-process batch {per_rank} (batch {bs} over "
                          f"{world} processes): use a batch size that is a multiple of it, or set micro_bs")
-    why = _model_takes(cfg["model"], cfg["data"], info["num_classes"], info["in_chans"], info["image_size"])
+    why = _model_takes(cfg.model, cfg.data, info["num_classes"], info["in_chans"], info["image_size"])
     if why is not None:
         raise SweepError(why)
-    opts = {k: cfg[k] for k in ("lr", "warmup_epochs", "legw_b0") if k in cfg}
-    if cfg["sched"] == "auto":
-        opts.update(init_lr=cfg["init_lr"], max_lr=cfg["max_lr"], max_warmup_fraction=cfg["max_warmup_fraction"],
-                    decay=cfg["decay"], gp_path=cfg["gp_path"], seed=cfg["seed"])
-    if cfg["sched"] == "autoplus":
-        opts.update({k: cfg[k] for k in ("init_lr", "max_lr", "decay", "gp_path", "ramp_fraction", "candidate",
-                                         "lr_factor", "test_fraction", "patience")}, seed=cfg["seed"],
-                    div_factor=cfg["div_factor"] or None)
     try:
-        build_scheduler(cfg["sched"], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
-                        steps_per_epoch=max(1, info["train_size"] // bs), total_epochs=cfg["epochs"], batch_size=bs,
-                        **opts)
+        # the scheduler's options exactly as train.py builds them
+        build_scheduler(cfg.sched, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                        steps_per_epoch=max(1, info["train_size"] // bs), total_epochs=cfg.epochs, batch_size=bs,
+                        **cfg.scheduler_options())
     except ValueError as err:
         raise SweepError(str(err)) from None
 

@@ -1,6 +1,7 @@
 """The sweep file: its schema, its type and flag checks, its defaults from the recipe (``load_spec``).
 
-It also holds the link to train.py (``_train_module``, ``_parser``): a sweep's keys are train.py's own flags.
+It also holds the link to train.py's flags (``_parser``, autolr.config's) and to the script itself
+(``_train_module``, for ``train.main`` only): a sweep's keys are train.py's own flags.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from autolr import config
+from autolr.registry import SCHEDULERS, methods_tuned
+
 REPO = Path(__file__).resolve().parents[2]
 #: schedulers whose LR is searched once at B0 and then carried to other batch sizes by their rule
-TUNED_AT_B0 = ("linear", "legw")
+TUNED_AT_B0 = methods_tuned("b0")
 #: schedulers that are never tuned (AutoWU finds its own peak)
-NEVER_TUNED = ("auto", "autoplus")
+NEVER_TUNED = methods_tuned("never")
 #: flags the sweep sets itself per run: a sweep file may not set them in train_args
-_MANAGED = {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset", "legw_b0", "out", "ckpt_dir",
-            "resume", "progress", "warmup_epochs", "init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
-#: flags a scheduler entry may not set either: where and what the sweep runs
-_SWEEP_SET = {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset", "legw_b0", "out", "ckpt_dir",
-              "resume", "progress"}
+_MANAGED = config.sweep_keys()
+#: flags a scheduler entry may not set either: where and what the sweep runs (a scheduler's own
+#: settings, such as AutoWU's search range, it may set; lr and legw_b0 the sweep's tuning sets)
+_SWEEP_SET = _MANAGED - (config.scheduler_keys() - {"lr", "legw_b0"})
 _SPEC_KEYS = {"name", "data", "subset", "epochs", "models", "opts", "batch_sizes", "seeds", "tuning_seed",
               "train_args", "schedulers", "max_extensions", "slurm", "description"}
 _SLURM_KEYS = {"nodes", "gpus_per_node", "partition", "time", "mem", "cpus_per_task", "account", "qos",
@@ -158,7 +161,6 @@ def _positive_int(value: Any, what: str) -> int:
 def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec:
     """Check a parsed sweep file and fill its defaults from the recipe."""
     from autolr.recipes import get_recipe
-    from autolr.schedules import SCHEDULERS
 
     where = path or "sweep"
     if not isinstance(raw, Mapping):
@@ -303,7 +305,8 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
 # Runs, their ids and their records
 # ---------------------------------------------------------------------------------------------
 def _train_module() -> ModuleType:
-    """train.py, imported once; it lives at the repository root, outside the package."""
+    """train.py, imported once, for ``train.main`` only (its flags, config and run_id are
+    autolr.config's); it lives at the repository root, outside the package."""
     mod = sys.modules.get("train")
     if mod is not None and Path(getattr(mod, "__file__", "")).resolve() == REPO / "train.py":
         return mod
@@ -314,7 +317,7 @@ def _train_module() -> ModuleType:
 
 @lru_cache(maxsize=1)
 def _parser() -> argparse.ArgumentParser:
-    p = _train_module().build_parser()
+    p = config.build_parser()
     # a run_id is computed only from exact flags: a prefix (--epoch for --epochs) is an error here
     p.allow_abbrev = False
     return p

@@ -1,0 +1,375 @@
+"""The definition of a run: every train.py setting declared once, with its type, default, help and role.
+
+``RunConfig``'s fields are train.py's flags (its parser is generated from them, so ``--help``
+shows the real defaults) plus three values derived from the recipe. Each field has a role:
+
+- ``IDENTITY``: what is computed. Part of the run's id, the hash of the resolved config.
+- ``OPERATIONAL``: where things go or how fast, never what is computed: not part of the id (the
+  same run on another machine, its data elsewhere, is the same run).
+
+and may be ``sweep``-managed: set by the sweep runner per run, so a sweep file may not set it in
+``train_args``. Settings of one family of schedulers only (AutoWU's search range, the baselines'
+LR and warmup) leave the resolved config when another family runs.
+
+``resolve`` fills the recipe's defaults and checks every setting; ``run_id`` hashes the result.
+The sweep, the benchmarks and the tests import these rather than the script train.py.
+
+The resolved config of a run must never change for an existing run: every committed record's
+``run_id`` is the hash of its stored config (tests/test_config.py recomputes them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from autolr.registry import SCHEDULERS  # the methods: which take an lr, a warmup, a B0, which options
+
+__all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_FAMILY", "RunConfig", "UsageError", "build_parser", "options_of",
+           "scheduler_keys", "operational_keys", "sweep_keys", "resolve", "run_id"]
+
+IDENTITY = "identity"
+OPERATIONAL = "operational"
+#: AutoWU and its variants: they find their own peak LR (no --lr, no fixed warmup); the registry's
+#: methods that take no lr
+AUTOWU_FAMILY = tuple(name for name, m in SCHEDULERS.items() if m.lr is None)
+#: a setting of every scheduler outside AUTOWU_FAMILY (the baselines)
+_BASELINES = "baselines"
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet")
+
+
+class UsageError(Exception):
+    """Bad flags or impossible settings: train.py reports it in one line, exit code 2."""
+
+
+def setting(default: Any, help: str, *, group: str, role: str = IDENTITY, sweep: bool = False,
+            choices: Callable[[], list[str]] | tuple[str, ...] | None = None,
+            recipe: Callable[[Any], Any] | None = None, scheds: str | tuple[str, ...] | None = None,
+            resolved: Any = None, flag: bool = True) -> Any:
+    """A field of RunConfig. ``recipe``: the recipe's value when the flag is not given (shown in
+    --help); ``scheds``: the schedulers it belongs to (None: all; _BASELINES: all outside
+    AUTOWU_FAMILY); ``resolved``: the value a scheduler's own setting takes when not given;
+    ``flag=False``: derived, no flag."""
+    return field(default=default, metadata={"help": help, "group": group, "role": role, "sweep": sweep,
+                                            "choices": choices, "recipe": recipe, "scheds": scheds,
+                                            "resolved": resolved, "flag": flag})
+
+
+def _scheduler_names() -> list[str]:
+    return list(SCHEDULERS)  # the registry's, in its order
+
+
+def _b0(r: Any) -> int:
+    return r.batch_sizes[0]
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a train.py run, in flag order (the record's ``config`` keeps this order)."""
+
+    # -- data
+    data: str = setting("fashion-mnist", "the dataset", group="data", choices=DATASETS, sweep=True)
+    data_root: str = setting("data", "datasets and .beton files live here", group="data", role=OPERATIONAL)
+    subset: int | None = setting(None, "train on N examples of the training pool (default: all of it)",
+                                 group="data", sweep=True)
+    val_size: int | None = setting(None, "validation examples carved from the official training set",
+                                   group="data", recipe=lambda r: r.val_size)
+    loader: str | None = setting(None, "ffcv (default), or tensor: the whole split in device memory "
+                                 "(small sets only)", group="data", choices=("ffcv", "tensor"))
+    loader_workers: int | None = setting(None, "FFCV worker threads (default: the cores)", group="data",
+                                         role=OPERATIONAL)
+    # -- model and optimizer
+    model: str | None = setting(None, "any timm model or a CIFAR one of autolr.models", group="model",
+                                sweep=True, recipe=lambda r: r.model)
+    opt: str | None = setting(None, "the optimizer", group="model", sweep=True,
+                              choices=("adamp", "lamb", "sgd", "adamw"), recipe=lambda r: r.opt)
+    wd: float | None = setting(None, "weight decay", group="model", recipe=lambda r: r.weight_decay)
+    label_smoothing: float | None = setting(None, "label smoothing (default: 0.1 for EfficientNet, else 0)",
+                                            group="model")
+    # -- batch and budget
+    bs: int | None = setting(None, "global batch size (B0, the smallest of the recipe's grid, by default)",
+                             group="batch", sweep=True, recipe=_b0)
+    micro_bs: int | None = setting(None, "examples per forward pass and device: the batch-norm batch",
+                                   group="batch", recipe=lambda r: r.micro_bs)
+    epochs: int | None = setting(None, "the epoch budget", group="batch", sweep=True, recipe=lambda r: r.epochs)
+    seed: int = setting(0, "seed of the weights, the data order and AutoWU's GP", group="batch", sweep=True)
+    # -- schedule
+    sched: str = setting("auto", "the learning-rate scheduler", group="schedule", sweep=True,
+                         choices=_scheduler_names)
+    lr: float | None = setting(None, "linear: base LR per 256 examples; legw: LR at --legw-b0; "
+                               "fixed/cosine/constant: the peak (required for all of them)", group="schedule",
+                               sweep=True, scheds=_BASELINES)
+    warmup_epochs: float | None = setting(None, "linear/fixed: warmup epochs (default 5); legw: w0 at B0",
+                                          group="schedule", sweep=True, scheds=_BASELINES)
+    legw_b0: int | None = setting(None, "legw: the batch size --lr was tuned at (default: the recipe's B0)",
+                                  group="schedule", sweep=True, scheds=_BASELINES)
+    init_lr: float = setting(1e-5, "auto, autoplus: the warmup's first LR", group="schedule", sweep=True,
+                             scheds=AUTOWU_FAMILY)
+    max_lr: float = setting(1.0, "auto, autoplus: the LR the warmup reaches at its cap", group="schedule",
+                            sweep=True, scheds=AUTOWU_FAMILY)
+    max_warmup_fraction: float = setting(0.5, "auto: forced switch at this fraction of the run",
+                                         group="schedule", sweep=True, scheds=("auto",))
+    decay: str = setting("cosine", "auto, autoplus: the decay after the warmup", group="schedule", sweep=True,
+                         choices=("cosine", "constant_cosine"), scheds=AUTOWU_FAMILY)
+    gp_path: str = setting("fast", "auto, autoplus: GP implementation", group="schedule", sweep=True,
+                           choices=("fast", "oracle"), scheds=AUTOWU_FAMILY)
+    ramp_fraction: float | None = setting(None, "autoplus: the ramp's share of all steps", group="schedule",
+                                          sweep=True, scheds=("autoplus",), resolved=0.25)
+    candidate: str | None = setting(None, "autoplus: how the new LR is read", group="schedule",
+                                    choices=("smoothed", "gp"), sweep=True, scheds=("autoplus",), resolved="smoothed")
+    lr_factor: float | None = setting(None, "autoplus: switch LR = candidate x this", group="schedule",
+                                      sweep=True, scheds=("autoplus",), resolved=1.0)
+    test_fraction: float | None = setting(None, "autoplus: a test every this share of steps", group="schedule",
+                                          sweep=True, scheds=("autoplus",), resolved=0.01)
+    patience: int | None = setting(None, "autoplus: consecutive positive tests", group="schedule",
+                                   sweep=True, scheds=("autoplus",), resolved=3)
+    div_factor: float | None = setting(None, "autoplus: switch when the recent loss exceeds this x the smoothed "
+                                       "minimum (0: off)", group="schedule", sweep=True, scheds=("autoplus",),
+                                       resolved=1.5)
+    rollback: bool = setting(False, "autoplus: at the switch, back to the weights at the loss minimum",
+                             group="schedule", sweep=True, scheds=("autoplus",))
+    accel: float | None = setting(None, "autoplus: the ramp climbs this many times faster while the loss is flat",
+                                  group="schedule", sweep=True, scheds=("autoplus",), resolved=1.0)
+    # -- runs
+    out: str = setting("results/runs", "the record goes to OUT/<run_id>.json", group="runs", role=OPERATIONAL,
+                       sweep=True)
+    ckpt_dir: str = setting("checkpoints", "checkpoints go to CKPT_DIR/<run_id>/", group="runs",
+                            role=OPERATIONAL, sweep=True)
+    resume: bool = setting(False, "continue from the run's checkpoint if there is one", group="runs",
+                           role=OPERATIONAL, sweep=True)
+    keep_ckpt: bool = setting(False, "keep the checkpoint after the run finishes", group="runs", role=OPERATIONAL)
+    device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda if available)", group="runs",
+                                 role=OPERATIONAL)
+    compile: bool = setting(False, "torch.compile the model (GPU)", group="runs", role=OPERATIONAL)
+    amp: str = setting("auto", "bf16 autocast (auto: on GPU)", group="runs", choices=("auto", "bf16", "off"))
+    channels_last: str = setting("auto", "channels-last memory format (auto: on GPU)", group="runs",
+                                 choices=("auto", "on", "off"))
+    progress: str = setting("auto", "tqdm bars (auto: on a terminal)", group="runs", role=OPERATIONAL,
+                            sweep=True, choices=("auto", "on", "off"))
+    tensorboard: str | None = setting(None, "write TensorBoard event files (loss, LR, accuracy, AutoWU's tests) "
+                                      "to TENSORBOARD/<run_id>/ (needs the tensorboard package)", group="runs",
+                                      role=OPERATIONAL)
+    overwrite: bool = setting(False, "train again a run whose finished record exists, and replace the record",
+                              group="runs", role=OPERATIONAL)
+    # -- derived from the recipe (no flags)
+    recipe_micro_bs: int | None = setting(None, "the recipe's batch-norm batch", group="derived", flag=False)
+    sync_bn: bool = setting(False, "sync batch norm over processes (EfficientNet)", group="derived", flag=False)
+    recipe: str | None = setting(None, "the recipe's name", group="derived", flag=False)
+
+    def as_record(self) -> dict[str, Any]:
+        """The config as stored in the run's record and hashed into its id: other schedulers'
+        settings left out."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _belongs(f, self.sched)}
+
+    def scheduler_options(self) -> dict[str, Any]:
+        """build_scheduler's keyword arguments for this run's scheduler."""
+        opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["scheds"] is not None and _belongs(f, self.sched)}
+        if "seed" in {o.name for o in SCHEDULERS[self.sched].options}:
+            opts["seed"] = self.seed  # the method's seed is the run's
+        if self.sched == "autoplus":
+            opts["div_factor"] = self.div_factor or None  # 0: no divergence guard
+        return opts
+
+
+def _belongs(f: dataclasses.Field[Any], sched: str) -> bool:
+    scheds = f.metadata["scheds"]
+    if scheds is None:
+        return True
+    if scheds == _BASELINES:
+        return sched not in AUTOWU_FAMILY
+    return sched in scheds
+
+
+def options_of(sched: str) -> tuple[str, ...]:
+    """The settings of one scheduler (its flags beyond the common ones)."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["scheds"] is not None
+                 and _belongs(f, sched))
+
+
+def scheduler_keys() -> frozenset[str]:
+    """Settings of some schedulers only (every scheduler's own options together)."""
+    return frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata["scheds"] is not None)
+
+
+def operational_keys() -> frozenset[str]:
+    """Settings that never change what is computed: left out of the run_id."""
+    return frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata["role"] == OPERATIONAL)
+
+
+def sweep_keys() -> frozenset[str]:
+    """Settings the sweep runner sets per run (a sweep file's train_args may not)."""
+    return frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata["sweep"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line, generated from RunConfig
+# ---------------------------------------------------------------------------------------------
+_GROUPS = {"data": "data", "model": "model and optimizer", "batch": "batch and budget", "schedule": "schedule",
+           "runs": "runs"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line, not the whole usage: the flags are in --help
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _recipe_default_text(get: Callable[[Any], Any]) -> str:
+    from autolr.recipes import RECIPES
+
+    by_value: dict[str, list[str]] = {}
+    for name, r in RECIPES.items():
+        by_value.setdefault(str(get(r)), []).append(name)
+    return "; ".join(f"{'/'.join(names)}: {value}" for value, names in by_value.items())
+
+
+def build_parser(prog: str = "train.py", description: str | None = None) -> argparse.ArgumentParser:
+    """train.py's parser: one flag per RunConfig field, its default shown as resolved."""
+    import typing
+
+    p = _Parser(prog=prog, description=description, allow_abbrev=False,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {k: p.add_argument_group(title) for k, title in _GROUPS.items()}
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        m = f.metadata
+        if not m["flag"]:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        choices = m["choices"]() if callable(m["choices"]) else m["choices"]
+        help_text = m["help"]
+        if m["recipe"] is not None:
+            help_text += f" (default: the recipe's, {_recipe_default_text(m['recipe'])})"
+        elif m["resolved"] is not None:
+            help_text += f" (default: {m['resolved']})"
+        elif f.default is not None and f.default is not False:
+            help_text += f" (default: {f.default})"
+        kwargs: dict[str, Any] = {"default": f.default, "help": help_text.replace("%", "%%")}
+        if hints[f.name] is bool:
+            kwargs["action"] = "store_true"
+        else:
+            base = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
+            if base[0] is not str:
+                kwargs["type"] = base[0]
+            if choices is not None:
+                kwargs["choices"] = list(choices)
+        groups[m["group"]].add_argument(flag, **kwargs)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution and identity
+# ---------------------------------------------------------------------------------------------
+def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
+    """Fill the recipe's defaults, check every setting, and return the run's full config.
+
+    Raises UsageError for impossible settings. Checks that need the data or the devices are
+    train.py's (they come before anything is written, too).
+    """
+    from autolr.recipes import get_recipe
+    from autolr.schedules import DEFAULT_WARMUP_EPOCHS
+
+    given = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+    unknown = set(given) - {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown:
+        raise UsageError(f"unknown settings {sorted(unknown)}")
+    c = RunConfig(**given)
+    r = get_recipe(c.data)
+    # `is None`, not `or`: an explicit 0 is an error below, not a request for the default
+    for f in dataclasses.fields(c):
+        if f.metadata["recipe"] is not None and getattr(c, f.name) is None:
+            setattr(c, f.name, f.metadata["recipe"](r))
+    c.recipe_micro_bs = r.micro_bs
+    c.loader = c.loader or "ffcv"
+    if c.label_smoothing is None:
+        c.label_smoothing = r.label_smoothing_for(c.model)
+    c.sync_bn = r.sync_bn_for(c.model)
+    c.recipe = r.dataset
+
+    if c.data == "imagenet" and c.loader == "tensor":
+        raise UsageError("--loader tensor holds a whole split in memory: use it for fashion-mnist or cifar only")
+    for name in ("bs", "micro_bs", "epochs"):
+        value = getattr(c, name)
+        if value is None or value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if c.subset is not None and c.subset < 1:
+        raise UsageError(f"--subset must be a positive integer, got {c.subset}")
+    if c.val_size < 1:
+        raise UsageError(f"--val-size must be a positive integer, got {c.val_size}")
+    if c.loader_workers is not None and c.loader_workers < 1:
+        raise UsageError("--loader-workers must be at least 1")
+    if not 0 <= c.label_smoothing < 1:
+        raise UsageError("--label-smoothing must lie in [0, 1)")
+    if not (math.isfinite(c.wd) and c.wd >= 0):
+        raise UsageError(f"--wd must be finite and >= 0, got {c.wd}")
+    if not 0 <= c.seed < 2**32:
+        raise UsageError(f"--seed must lie in [0, 2**32), got {c.seed}")
+    # a scheduler's own settings take their defaults for it, and are refused for any other
+    for f in dataclasses.fields(c):
+        if f.metadata["resolved"] is None:
+            continue
+        if _belongs(f, c.sched):
+            if getattr(c, f.name) is None:
+                setattr(c, f.name, f.metadata["resolved"])
+        elif getattr(c, f.name) is not None:
+            raise UsageError(f"--{f.name.replace('_', '-')} is for --sched {'/'.join(f.metadata['scheds'])} only")
+    if c.sched in AUTOWU_FAMILY:
+        if c.lr is not None:
+            raise UsageError("--lr is not accepted with --sched auto: AutoWU finds the peak LR itself "
+                             "(set --init-lr / --max-lr to change its search range)")
+        if c.warmup_epochs is not None or c.legw_b0 is not None:
+            raise UsageError("--warmup-epochs / --legw-b0 are for the baselines; AutoWU's warmup is adaptive")
+        _check_autowu_range(c.init_lr, c.max_lr)
+    else:
+        if c.lr is None:
+            raise UsageError(f"--sched {c.sched} needs --lr (see --help for what it means there)")
+        method = SCHEDULERS[c.sched]
+        if not method.takes_b0 and c.legw_b0 is not None:
+            raise UsageError("--legw-b0 is only for --sched "
+                             + " / ".join(n for n, m in SCHEDULERS.items() if m.takes_b0))
+        if method.takes_b0 and c.legw_b0 is None:
+            c.legw_b0 = r.batch_sizes[0]  # B0: the recipe grid's smallest batch
+        if method.warmup and c.warmup_epochs is None:
+            c.warmup_epochs = DEFAULT_WARMUP_EPOCHS  # resolved: with or without the flag, one run_id
+        w = c.warmup_epochs
+        if w is not None and not (math.isfinite(w) and w >= 0):
+            raise UsageError(f"--warmup-epochs must be finite and >= 0, got {w}")
+        # legw scales w0 by B/B0 and caps it at half the budget; the others take it as it is
+        if w is not None and not method.takes_b0 and w >= c.epochs:
+            raise UsageError(f"--warmup-epochs {w:g} leaves no decay in a run of {c.epochs} epochs: "
+                             "use fewer warmup epochs")
+    return c
+
+
+def _check_autowu_range(init_lr: float, max_lr: float) -> None:
+    for name, v in (("--init-lr", init_lr), ("--max-lr", max_lr)):
+        if not (math.isfinite(v) and v > 0):
+            raise UsageError(f"{name} must be finite and > 0, got {v}")
+    # the exponential warmup climbs by powers of max_lr / init_lr: the ratio must be a finite number
+    if not math.isfinite(max_lr / init_lr):
+        raise UsageError(f"--max-lr / --init-lr = {max_lr:g} / {init_lr:g} overflows: "
+                         "use a ratio below 1e300")
+    if max_lr <= init_lr:
+        raise UsageError(f"--max-lr ({max_lr:g}) must exceed --init-lr ({init_lr:g})")
+
+
+def run_id(cfg: RunConfig | Mapping[str, Any]) -> str:
+    """The run's id: a hash of its resolved config, operational settings left out."""
+    record = cfg.as_record() if isinstance(cfg, RunConfig) else dict(cfg)
+    skip = operational_keys()
+    key = {k: v for k, v in sorted(record.items()) if k not in skip}
+    blob = json.dumps(key, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def parse(argv: list[str] | None = None) -> RunConfig:
+    """argv (default: sys.argv[1:]) to a resolved config; for callers outside train.py."""
+    return resolve(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
