@@ -179,15 +179,7 @@ class AutoWUPlus(AutoWU):
     def step(self, loss: float | torch.Tensor | None = None) -> None:
         """Record the loss of the step just taken and set the LR of the next one."""
         if self.phase == "warmup":
-            if loss is None:
-                raise ValueError("AutoWUPlus.step needs the step's training loss during warmup")
-            if isinstance(loss, torch.Tensor):
-                if loss.numel() != 1:
-                    raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
-                loss = loss.detach().reshape(()).clone()
-            else:
-                loss = float(loss)
-            self._epoch_losses.append(loss)
+            self._record_loss(loss)
         self.last_step += 1
         s = self.last_step
         if self.phase == "warmup":

@@ -181,19 +181,23 @@ class AutoWU(Scheduler):
         self.switch_kind = kind
 
     # -- stepping ----------------------------------------------------------------------------
+    def _record_loss(self, loss: float | torch.Tensor | None) -> None:
+        """Keep a warmup step's loss where it is (a 0-d tensor stays on its device: no sync)."""
+        if loss is None:
+            raise ValueError(f"{type(self).__name__}.step needs the step's training loss during warmup")
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+            # a copy: a loop that reuses the loss tensor in place must not rewrite the history
+            loss = loss.detach().reshape(()).clone()
+        else:
+            loss = float(loss)
+        self._epoch_losses.append(loss)
+
     def step(self, loss: float | torch.Tensor | None = None) -> None:
         """Record the loss of the step just taken and set the LR of the next one."""
         if self.phase == "warmup":
-            if loss is None:
-                raise ValueError("AutoWU.step needs the step's training loss during warmup")
-            if isinstance(loss, torch.Tensor):
-                if loss.numel() != 1:
-                    raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
-                # a copy: a loop that reuses the loss tensor in place must not rewrite the history
-                loss = loss.detach().reshape(()).clone()
-            else:
-                loss = float(loss)
-            self._epoch_losses.append(loss)
+            self._record_loss(loss)
         self.last_step += 1
         s = self.last_step
         if self.phase == "warmup":

@@ -28,13 +28,14 @@ TABLE.md and ``python -m autolr.plots`` draws it (figure f). Per run:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from autolr.records import finite_float
 
 __all__ = ["DIAGNOSIS_COLUMNS", "smooth", "warmup_lr", "diagnose_run", "tuned_peaks", "diagnose_records",
            "diagnose_sweep"]
@@ -48,14 +49,6 @@ DIAGNOSIS_COLUMNS = [
 ]
 
 
-def _finite(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def smooth(losses: Any, window: int) -> np.ndarray:
@@ -92,7 +85,7 @@ def _lr_at(step: int, rec: Mapping[str, Any]) -> float | None:
         return warmup_lr(step, cfg)
     trace = rec.get("lr_trace") or {}
     steps, lrs = trace.get("step") or [], trace.get("lr") or []
-    pts = [(int(s), float(v)) for s, v in zip(steps, lrs, strict=False) if _finite(v) is not None]
+    pts = [(int(s), float(v)) for s, v in zip(steps, lrs, strict=False) if finite_float(v) is not None]
     if not pts:
         return None
     # a sparse trace (every > 1): the warmup is exponential, so interpolate log LR
@@ -121,7 +114,7 @@ def diagnose_run(rec: Mapping[str, Any], tuned_peak: float | None = None, label:
     min_step = int(np.nanargmin(sm)) if np.isfinite(sm).any() else None
     min_lr = None if min_step is None else _lr_at(min_step, rec)
     switch_step = aw.get("switch_step")
-    switch_lr = _finite(aw.get("switch_lr"))
+    switch_lr = finite_float(aw.get("switch_lr"))
     kind = aw.get("switch_kind")
 
     shares: dict[str, float | None] = dict.fromkeys(("share_before_min", "share_detect", "share_decay"))
@@ -132,8 +125,8 @@ def diagnose_run(rec: Mapping[str, Any], tuned_peak: float | None = None, label:
     tests = []
     for t in aw.get("tests") or []:
         tests.append({"epoch": t.get("epoch"), "step": t.get("step"),
-                      "probs": [_finite(p) for p in t.get("probs") or []], "positive": bool(t.get("positive")),
-                      "candidate_lr": _finite(t.get("candidate_lr")), "lr_now": _finite(t.get("lr_now")),
+                      "probs": [finite_float(p) for p in t.get("probs") or []], "positive": bool(t.get("positive")),
+                      "candidate_lr": finite_float(t.get("candidate_lr")), "lr_now": finite_float(t.get("lr_now")),
                       "switched": bool(t.get("switched"))})
     positives = [t for t in tests if t["positive"]]
     last_pos = positives[-1] if positives else None
@@ -163,7 +156,7 @@ def tuned_peaks(stages: Mapping[str, Any] | None) -> dict[tuple[str, str, int], 
     for e in (stages or {}).get("selection") or []:
         if not isinstance(e, dict) or e.get("method") != "fixed" or e.get("label", "fixed") != "fixed":
             continue
-        lr = _finite(e.get("chosen_lr"))
+        lr = finite_float(e.get("chosen_lr"))
         try:
             key = (str(e["model"]), str(e["opt"]), int(e["bs"]))
         except (KeyError, TypeError, ValueError):

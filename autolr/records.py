@@ -70,6 +70,17 @@ class Record:
         return cls(**{k: v for k, v in obj.items() if k in names})
 
 
+
+def finite_float(x: Any) -> float | None:
+    """A record field as a finite float, or None (null, a bool, text, NaN or inf)."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
 def git_info() -> dict[str, Any]:
     """The commit that computed a run, and whether the tree had uncommitted changes."""
     # a copy of the tree whose .git is missing or stale (a lent GPU machine, a container) names its commit

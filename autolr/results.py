@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from autolr.diagnose import diagnose_records
+from autolr.records import finite_float
 from autolr.registry import SCHEDULERS
 
 __all__ = [
@@ -70,15 +70,6 @@ RECORD_COLUMNS = [
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-def _num(x: Any) -> float | None:
-    """A finite float, or None: records store non-finite numbers as null already."""
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -92,20 +83,20 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     epochs = rec.get("epochs") or []
     method = cfg.get("sched")
     world = int(env.get("world_size") or 1)
-    wall = _num(timing.get("wall_seconds"))
+    wall = finite_float(timing.get("wall_seconds"))
     if wall is None:
         # a failed run has no timing block, but its epochs still cost device time
-        wall = sum(_num(e.get("wall_seconds")) or 0.0 for e in epochs) or None
-    switch_lr = _num(aw.get("switch_lr"))
+        wall = sum(finite_float(e.get("wall_seconds")) or 0.0 for e in epochs) or None
+    switch_lr = finite_float(aw.get("switch_lr"))
     if method == "auto":
         peak = switch_lr
     else:
-        peak = _num(sched.get("peak_lr", sched.get("lr", cfg.get("lr"))))
+        peak = finite_float(sched.get("peak_lr", sched.get("lr", cfg.get("lr"))))
     tests = aw.get("tests") or []
-    test_s = _num(timing.get("autowu_test_seconds"))
+    test_s = finite_float(timing.get("autowu_test_seconds"))
     if test_s is None:
-        test_s = _num(aw.get("test_seconds"))
-    share = _num(timing.get("autowu_test_share"))
+        test_s = finite_float(aw.get("test_seconds"))
+    share = finite_float(timing.get("autowu_test_share"))
     if share is None and test_s is not None and wall:
         share = test_s / wall
     bs = cfg.get("bs")
@@ -114,15 +105,17 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "model": cfg.get("model"), "opt": cfg.get("opt"), "bs": int(bs) if bs is not None else None,
         "seed": cfg.get("seed"),
         # the peak-defining LR the run ended up with: the flag for baselines, the discovered one for AutoWU
-        "lr": switch_lr if method == "auto" else _num(cfg.get("lr")),
-        "base_lr": _num(cfg.get("lr")), "peak_lr": peak, "warmup_epochs": _num(cfg.get("warmup_epochs")),
+        "lr": switch_lr if method == "auto" else finite_float(cfg.get("lr")),
+        "base_lr": finite_float(cfg.get("lr")), "peak_lr": peak,
+        "warmup_epochs": finite_float(cfg.get("warmup_epochs")),
         "epochs": cfg.get("epochs"), "status": outcome.get("status") or "unknown", "error": outcome.get("error"),
-        "val_acc": _num(final.get("val_acc")), "val_loss": _num(final.get("val_loss")),
-        "test_acc": _num(final.get("test_acc")), "test_loss": _num(final.get("test_loss")),
+        "val_acc": finite_float(final.get("val_acc")), "val_loss": finite_float(final.get("val_loss")),
+        "test_acc": finite_float(final.get("test_acc")), "test_loss": finite_float(final.get("test_loss")),
         "epochs_done": final.get("epochs_done", len(epochs)), "wall_seconds": wall,
         # device-seconds: what a run costs on the hardware, so multi-GPU runs count every device
         "device_seconds": None if wall is None else wall * world,
-        "switch_epoch": _num(aw.get("switch_epoch")), "switch_step": aw.get("switch_step"), "switch_lr": switch_lr,
+        "switch_epoch": finite_float(aw.get("switch_epoch")), "switch_step": aw.get("switch_step"),
+        "switch_lr": switch_lr,
         "switch_kind": aw.get("switch_kind"), "n_tests": len(tests) if aw else None,
         "n_positive_tests": sum(bool(t.get("positive")) for t in tests) if aw else None,
         "autowu_test_seconds": test_s if method == "auto" else None,
@@ -360,7 +353,7 @@ def collate(sweep_dir: str | Path) -> Collation:
             except (KeyError, TypeError, ValueError):
                 notes.append("stages.json: a tuning entry without model/opt/bs/method")
                 continue
-            cell(skey).chosen_lr = _num(e.get("chosen_lr"))
+            cell(skey).chosen_lr = finite_float(e.get("chosen_lr"))
             for t in e["trials"]:
                 rid = t.get("run_id")
                 if not rid:
@@ -782,14 +775,14 @@ def _md_tuning_decisions(col: Collation) -> str | None:
     lines = []
     for e in searched:
         grid_txt = ", ".join(
-            f"{_fmt_lr(_num(t.get('lr')))}: "
-            + ("—" if _num(t.get("val_acc")) is None else f"{100 * _num(t.get('val_acc')):.2f}")
+            f"{_fmt_lr(finite_float(t.get('lr')))}: "
+            + ("—" if finite_float(t.get("val_acc")) is None else f"{100 * finite_float(t.get('val_acc')):.2f}")
             + ("" if t.get("status") in (None, "finished", "done") else f" ({t.get('status')})")
             for t in e["trials"])
         ext = e.get("extensions") or []
         lines.append(f"- {METHOD_LABELS.get(e.get('method'), e.get('method'))}, {e.get('model')} / "
                      f"{e.get('opt')} / batch {e.get('bs')}: val acc % by lr [{grid_txt}] → lr "
-                     f"{_fmt_lr(_num(e.get('chosen_lr')))}"
+                     f"{_fmt_lr(finite_float(e.get('chosen_lr')))}"
                      + (f" ({e['reason']})" if e.get("reason") else "")
                      + (f"; grid extended {len(ext)}×" if ext else "")
                      + ("; **still on the grid's edge (extension cap)**" if e.get("capped") else ""))
