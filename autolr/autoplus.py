@@ -112,6 +112,9 @@ class AutoWUPlus(AutoWU):
             first values.
     """
 
+    # the divergence guard ends the warmup too
+    SWITCH_KINDS = (*AutoWU.SWITCH_KINDS, "guard")
+
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
                  init_lr: float = AutoWUOptions.init_lr, max_lr: float = AutoWUOptions.max_lr,
                  ramp_fraction: float = AutoWUPlusOptions.ramp_fraction,

@@ -79,6 +79,9 @@ class AutoWU(Scheduler):
             initialised (``None``: whenever it is).
     """
 
+    #: why a warmup can end; a state naming another reason is not this scheduler's
+    SWITCH_KINDS: tuple[str, ...] = ("test", "forced")
+
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
                  init_lr: float = AutoWUOptions.init_lr, max_lr: float = AutoWUOptions.max_lr,
                  max_warmup_fraction: float = AutoWUOptions.max_warmup_fraction, warmup: str = AutoWUOptions.warmup,
@@ -341,7 +344,7 @@ class AutoWU(Scheduler):
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a usable AutoWU state dict ({type(err).__name__}: {err})") from None
         if (state["phase"] == "decay") != (switch_step is not None and switch_lr is not None) or \
-                switch_kind not in ((None,) if switch_step is None else ("test", "forced")):
+                switch_kind not in ((None,) if switch_step is None else self.SWITCH_KINDS):
             raise ValueError("AutoWU state has an inconsistent switch (phase, switch_step, switch_lr, switch_kind)")
         self._phase = state["phase"]
         self.switch_step, self.switch_lr, self.switch_kind = switch_step, switch_lr, switch_kind

@@ -333,3 +333,27 @@ def test_accelerated_ramp_climbs_faster_while_the_loss_is_flat():
 def test_invalid_rollback_and_accel_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         make(**kwargs)
+
+
+def test_a_guard_switch_resumes_from_its_state():
+    # the guard is a switch of AutoWU+'s own: a checkpoint taken after it must load (AutoWU's
+    # state check knew only "test" and "forced")
+    def cliff(lr):
+        return 2.0 - 0.1 * math.log10(lr) if lr < 0.03 else 50.0
+
+    a = make(spe=3, epochs=30, patience=1000)
+    while a.phase == "warmup":
+        a.step(cliff(a.get_last_lr()[0]))
+    assert a.switch_kind == "guard"
+    b = make(spe=3, epochs=30, patience=1000)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert (b.switch_kind, b.switch_step, b.switch_lr) == (a.switch_kind, a.switch_step, a.switch_lr)
+    for _ in range(10):
+        a.step(1.0)
+        b.step(1.0)
+    assert a.get_last_lr() == b.get_last_lr()
+    # a plain AutoWU refuses a state that says "guard"
+    state = AutoWU(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 3, 30).state_dict()
+    state.update(phase="decay", switch_step=5, switch_lr=0.01, switch_kind="guard")
+    with pytest.raises(ValueError, match="inconsistent switch"):
+        AutoWU(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 3, 30).load_state_dict(state)
