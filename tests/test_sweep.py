@@ -892,3 +892,50 @@ def test_the_tables_lr_is_the_sweeps_choice(tmp_path: Path) -> None:
     sweep.stages_path.unlink()
     df, _ = res.build_table(sweep.dir, write=False)
     assert df.set_index("method").loc["fixed", "lr"] == chosen
+
+
+@pytest.mark.timeout(60)
+def test_tuning_from_another_sweep_runs_the_finals_at_its_choices(tmp_path: Path) -> None:
+    # the GPU sweep tuned; the CPU sweep reruns its finals at the LRs it chose, tuning nothing itself
+    root = tmp_path / "results"
+    gpu = sw.Sweep(sw.spec_from_dict(base_spec(name="gpu")), root, tmp_path / "ckpt")
+    for _ in range(4):
+        fill(gpu, gpu.plan(sw.load_results(gpu.runs_dir)).tuning_runs,
+             lambda r: ("finished", 0.9 if r.lr == 3.16e-3 or (r.method != "fixed" and r.lr == 1e-2) else 0.5))
+    gplan = gpu.plan(sw.load_results(gpu.runs_dir))
+    assert gplan.tuning_done
+    gdoc = gpu.write_stages(gplan, sw.load_results(gpu.runs_dir))
+
+    cpu = sw.Sweep(sw.spec_from_dict(base_spec(name="cpu", tuning_from="gpu")), root, tmp_path / "ckpt")
+    plan = cpu.plan({})
+    assert plan.tuning_runs == [] and not plan.waiting_finals and plan.tuning_done
+    chosen = {(e["method"], e["bs"]): e["chosen_lr"] for e in gdoc["selection"] if e["chosen_lr"] is not None}
+    for r in plan.final_runs:
+        if r.method == "auto":
+            continue
+        assert r.lr == chosen[(r.method, 128 if r.method in ("linear", "legw") else r.bs)]
+    # every final runs here, the tuning seed's too: none is "its tuning run" in this folder
+    assert len([r for r in plan.final_runs if r.method == "fixed"]) == 3 * 2
+    assert not any(cpu.reuses_tuning_run(m, b, sd) for m in ("fixed", "linear") for b in (128, 512) for sd in (0, 1))
+    doc = cpu.stages_doc(plan, {})
+    sel = {(e["method"], e["bs"]): e for e in doc["selection"]}
+    assert sel[("fixed", 512)]["tuned_in"] == "gpu" and sel[("fixed", 512)]["chosen_lr"] == chosen[("fixed", 512)]
+    assert sel[("fixed", 512)]["reason"].startswith("tuned in gpu: ")
+    gsel = {(e["method"], e["bs"]): e for e in gdoc["selection"]}
+    assert sel[("fixed", 512)]["trials"] == gsel[("fixed", 512)]["trials"]  # the source's runs, as recorded
+    charge = {(e["method"], e["bs"]): e for e in doc["tuning_charge"]}
+    gcharge = {(e["method"], e["bs"]): e for e in gdoc["tuning_charge"]}
+    assert charge[("fixed", 512)]["runs"] == gcharge[("fixed", 512)]["runs"] == 3
+    assert charge[("fixed", 512)]["tuned_in"] == "gpu" and charge[("linear", 128)]["charged"] == "once per grid"
+    assert doc["spec"]["tuning_from"] == "gpu" and "tuning_from" not in gdoc["spec"]
+
+    # another budget, another grid, a missing source: refused in one line
+    other_grid = {"schedulers": {"fixed": {"lr": [1e-3], "warmup_epochs": 1}}}
+    for over, what in (({"epochs": 20}, "its epochs is 10"), (other_grid, "scheduler fixed is"),
+                       ({"tuning_from": "nowhere"}, "no readable")):
+        bad = sw.Sweep(sw.spec_from_dict(base_spec(name="cpu2", **{"tuning_from": "gpu", **over})), root,
+                       tmp_path / "ckpt")
+        with pytest.raises(sw.SweepError, match=what):
+            bad.plan({})
+    with pytest.raises(sw.SweepError, match="names this sweep itself"):
+        sw.spec_from_dict(base_spec(name="gpu", tuning_from="gpu"))

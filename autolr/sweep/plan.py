@@ -54,6 +54,59 @@ class Sweep:
         self.stages_path = self.dir / "stages.json"
         self.ckpt_dir = Path(ckpt_root) / spec.name
         self.log_dir = self.ckpt_dir / "logs"
+        self.results_root = Path(results_root)
+        self._tuned_in: tuple[dict[tuple[str, str, str, int], dict[str, Any]],
+                              dict[tuple[str, str, str, int], dict[str, Any]]] | None = None
+
+    # -- tuning done by another sweep -------------------------------------------------------------
+    def tuned_in(self) -> tuple[dict[tuple[str, str, str, int], dict[str, Any]],
+                                dict[tuple[str, str, str, int], dict[str, Any]]]:
+        """The ``tuning_from`` sweep's selection and tuning charge, by (method, model, opt, tuned bs).
+
+        Its choice is only this sweep's if it tuned the same thing: the same data, budget and
+        train_args, and each tuned method with the same grid and flags; anything else is refused.
+        """
+        if self._tuned_in is not None:
+            return self._tuned_in
+        s, src = self.spec, self.spec.tuning_from
+        path = self.results_root / str(src) / "stages.json"
+        try:
+            doc = json.loads(path.read_text())
+            old = doc["spec"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SweepError(f"tuning_from {src}: no readable {path}; run that sweep's tuning first "
+                             f"(python -m autolr.sweep sweeps/{src}.yaml --only-stage tune)") from None
+        mine = json.loads(json.dumps(s.to_dict()))
+        for key in ("data", "subset", "epochs", "train_args", "tuning_seed"):
+            if old.get(key) != mine.get(key):
+                raise SweepError(f"tuning_from {src}: its {key} is {old.get(key)!r}, this sweep's {mine.get(key)!r}: "
+                                 "its LRs were chosen for another setting")
+        for method in s.schedulers:
+            if not s.is_tuned(method):
+                continue
+            theirs = (old.get("schedulers") or {}).get(method)
+            if theirs != mine["schedulers"][method]:
+                raise SweepError(f"tuning_from {src}: scheduler {method} is {theirs!r} there, "
+                                 f"{mine['schedulers'][method]!r} here: tune it the same way, or here")
+            if s.sched_of(method) in TUNED_AT_B0 and old.get("b0") != s.b0:
+                raise SweepError(f"tuning_from {src}: {method} was tuned at B0 {old.get('b0')}, this sweep's B0 is "
+                                 f"{s.b0}")
+        key = ("method", "model", "opt", "bs")
+        selection = {tuple(e[k] for k in key): e for e in doc.get("selection") or [] if isinstance(e, dict)}
+        charge = {tuple(e[k] for k in key): e for e in doc.get("tuning_charge") or [] if isinstance(e, dict)}
+        self._tuned_in = (selection, charge)  # type: ignore[assignment]
+        return self._tuned_in  # type: ignore[return-value]
+
+    def _grid_tuned_in(self, method: str, model: str, opt: str, bs: int) -> GridState:
+        entry = self.tuned_in()[0].get((method, model, opt, bs))
+        src = self.spec.tuning_from
+        if entry is None or entry.get("chosen_lr") is None:
+            raise SweepError(f"tuning_from {src}: no chosen LR for {method} ({model}, {opt}) at bs {bs} in "
+                             f"{self.results_root / str(src) / 'stages.json'}; finish that sweep's tuning first")
+        return GridState(method, model, opt, bs, tuple(self.spec.schedulers[method]["lr"]),
+                         grid=list(entry.get("grid") or []), extensions=list(entry.get("extensions") or []),
+                         chosen=float(entry["chosen_lr"]), reason=f"tuned in {src}: {entry.get('reason')}",
+                         capped=bool(entry.get("capped")))
 
     # -- runs -------------------------------------------------------------------------------------
     def run_flags(self, method: str, model: str, opt: str, bs: int, seed: int, lr: float | None) -> dict[str, Any]:
@@ -78,7 +131,8 @@ class Sweep:
 
     def reuses_tuning_run(self, method: str, bs: int, seed: int) -> bool:
         """Whether this final run has the config (so the run_id) of one of its grid's tuning runs."""
-        return self.spec.is_tuned(method) and seed == self.spec.tuning_seed and bs in self.spec.tuned_bs(method)
+        return (self.spec.tuning_from is None and self.spec.is_tuned(method) and seed == self.spec.tuning_seed
+                and bs in self.spec.tuned_bs(method))
 
     def control_lr(self, method: str, model: str, opt: str, bs: int, seed: int,
                    results: Mapping[str, RunResult]) -> tuple[str, float | None, str | None]:
@@ -143,6 +197,10 @@ class Sweep:
             for model in s.models:
                 for opt in s.opts:
                     for tbs in s.tuned_bs(method):
+                        if s.tuning_from is not None:  # chosen there: no tuning run here
+                            grids[(method, model, opt, tbs)] = self._grid_tuned_in(method, model, opt, tbs)
+                            continue
+
                         def result_of(v: float, m: str = method, mo: str = model, op: str = opt,
                                       b: int = tbs) -> RunResult | None:
                             return results.get(self.make_run("tune", m, mo, op, b, s.tuning_seed, v).run_id)
@@ -210,7 +268,10 @@ class Sweep:
                             tbs = s.b0 if s.sched_of(method) in TUNED_AT_B0 else bs
                             gs = plan.grids[(method, model, opt, tbs)]
                             trials = []
-                            for v in gs.grid:
+                            if s.tuning_from is not None:  # the other sweep's runs, as it recorded them
+                                trials = [dict(t) for t in self.tuned_in()[0][(method, model, opt, tbs)]["trials"]]
+                                e["tuned_in"] = s.tuning_from
+                            for v in gs.grid if s.tuning_from is None else ():
                                 run = self.make_run("tune", method, model, opt, tbs, s.tuning_seed, v)
                                 trials.append({"lr": v, "run_id": run.run_id, **status(run)})
                             e.update(tuned=tbs == bs, tuned_at_bs=tbs, grid=list(gs.grid), trials=trials,
@@ -243,6 +304,12 @@ class Sweep:
                                "why": c["why"]})
         charge = []
         for (method, model, opt, tbs), gs in plan.grids.items():
+            if s.tuning_from is not None:
+                # charged as the other sweep paid for it (its runs, its device time)
+                theirs = self.tuned_in()[1].get((method, model, opt, tbs), {})
+                charge.append({**theirs, "method": method, "sched": s.sched_of(method), "model": model, "opt": opt,
+                               "bs": tbs, "tuned_in": s.tuning_from})
+                continue
             ids = [self.make_run("tune", method, model, opt, tbs, s.tuning_seed, v).run_id for v in gs.grid]
             secs = [results[i].wall_seconds for i in ids if i in results and results[i].wall_seconds is not None]
             at_b0 = s.sched_of(method) in TUNED_AT_B0

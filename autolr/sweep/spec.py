@@ -33,7 +33,7 @@ _MANAGED = config.sweep_keys()
 #: settings, such as AutoWU's search range, it may set; lr and legw_b0 the sweep's tuning sets)
 _SWEEP_SET = _MANAGED - (config.scheduler_keys() - {"lr", "legw_b0"})
 _SPEC_KEYS = {"name", "data", "subset", "epochs", "models", "opts", "batch_sizes", "seeds", "tuning_seed",
-              "train_args", "schedulers", "max_extensions", "slurm", "description"}
+              "train_args", "schedulers", "max_extensions", "slurm", "description", "tuning_from"}
 _SLURM_KEYS = {"nodes", "gpus_per_node", "partition", "time", "mem", "cpus_per_task", "account", "qos",
                "constraint", "array_parallelism", "setup", "additional_parameters", "signal_delay_s"}
 
@@ -61,6 +61,9 @@ class SweepSpec:
     max_extensions: int
     slurm: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    #: another sweep (a results folder's name) whose tuning stage chose this sweep's tuned LRs: this
+    #: sweep runs only the finals, at those LRs (the same grid rerun on another device kind)
+    tuning_from: str | None = None
 
     @property
     def b0(self) -> int:
@@ -92,7 +95,9 @@ class SweepSpec:
                 "train_args": dict(self.train_args),
                 "schedulers": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in o.items()}
                                for m, o in self.schedulers.items()},
-                "max_extensions": self.max_extensions, "slurm": dict(self.slurm), "path": self.path}
+                "max_extensions": self.max_extensions, "slurm": dict(self.slurm), "path": self.path,
+                # only when set: the stages.json of every other sweep keeps its shape
+                **({"tuning_from": self.tuning_from} if self.tuning_from is not None else {})}
 
 
 def _as_list(value: Any, what: str) -> list[Any]:
@@ -279,13 +284,20 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
         if src_o.get("sched", src) not in NEVER_TUNED or "lr_from" in src_o:
             raise SweepError(f"{where}: {method}: lr_from {src!r} must name a never-tuned method "
                              f"({', '.join(NEVER_TUNED)} or a variant of one): its runs find their own LR")
+    tuning_from = raw.get("tuning_from")
+    if tuning_from is not None and (not isinstance(tuning_from, str)
+                                    or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", tuning_from)):
+        raise SweepError(f"{where}: tuning_from must name another sweep (its results folder), got {tuning_from!r}")
+    if tuning_from == name:
+        raise SweepError(f"{where}: tuning_from names this sweep itself")
     slurm = _mapping(raw.get("slurm"), f"{where}: slurm")
     bad = set(slurm) - _SLURM_KEYS
     if bad:
         raise SweepError(f"{where}: unknown slurm keys {sorted(bad)}; known: {sorted(_SLURM_KEYS)}")
     return SweepSpec(name=name, data=recipe.dataset, subset=subset, epochs=epochs, models=models, opts=opts,
                      batch_sizes=tuple(sorted(bss)), seeds=seeds, tuning_seed=tuning_seed, train_args=train_args,
-                     schedulers=schedulers, max_extensions=max_ext, slurm=slurm, path=path)
+                     schedulers=schedulers, max_extensions=max_ext, slurm=slurm, path=path,
+                     tuning_from=tuning_from)
 
 
 def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
