@@ -57,8 +57,11 @@ def test_committed_record_keeps_its_run_id(path: Path) -> None:
     # the flags of the run, resolved again, give the very same config: keys, values and types
     resolved = config.resolve(config.build_parser().parse_args(_argv_of(stored)))
     again = resolved.as_record()
-    new_operational = {"tensorboard", "overwrite"}  # flags added since: operational, absent from old records
-    assert {k: v for k, v in again.items() if k not in new_operational} == stored
+    # flags added since: operational, absent from older records, present in newer ones
+    new_operational = {"tensorboard", "overwrite"}
+    assert {k: v for k, v in again.items() if k not in new_operational} == \
+        {k: v for k, v in stored.items() if k not in new_operational}
+    assert all(stored[k] == again[k] for k in new_operational & set(stored))
     assert [type(again[k]) for k in stored] == [type(v) for v in stored.values()]
     assert list(again)[: len(stored)] == list(stored) or set(again) - new_operational == set(stored)
     assert config.run_id(resolved) == rec["run_id"]
