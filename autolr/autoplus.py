@@ -26,8 +26,13 @@ step, the DDP protocol, the GP test, the state and the records) and changes exac
   a host sync) live in the scheduler's state until the switch, then are dropped;
 - ``accel``: while the loss has not yet moved (``flat_tol`` below its first values) the ramp
   climbs ``accel`` times faster, since those steps at useless LRs teach nothing;
+- ``max_growth``: whatever the budget, the ramp grows by at most this factor per step (its
+  ``accel`` power while flat), and flatness is checked from the third step on. With 2 steps per
+  epoch a ramp sized by the budget alone climbs x10 per step and reaches ``max_lr`` before the
+  first test (dev round 8); bounded, it may end at the cap below ``max_lr``, where the switch
+  takes the candidate as usual;
 - at the cap the switch uses the same candidate computed on the whole history, never the
-  current LR.
+  current LR, and rolls back like any other switch.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class AutoWUPlusOptions:
                                flag=True)
     rollback: bool = option(False, "at the switch, back to the weights at the loss minimum", flag=True)
     accel: float = option(1.0, "the ramp climbs this many times faster while the loss is flat", flag=True)
+    max_growth: float = option(0.0, "the ramp grows at most this factor per step, its accel power while "
+                                    "flat (0: no bound)", flag=True)
     min_test_points: int = option(8, "no test before this many losses")
     smooth_fraction: float = option(0.05, "the moving average spans this share of the history")
     flat_tol: float = option(0.02, "the loss is flat while within this share of its first values")
@@ -108,12 +115,16 @@ class AutoWUPlus(AutoWU):
             hold (batch-norm statistics) are not restored; they follow the weights within a few
             steps.
         accel: the ramp's speed-up while the loss is flat (1: the plain exponential ramp).
+        max_growth: the ramp's largest LR factor per step (``max_growth ** accel`` while flat);
+            0 or None: the rate the budget gives, unbounded.
         flat_tol: the loss counts as flat while its recent mean is within this share of its
             first values.
     """
 
     # the divergence guard ends the warmup too
     SWITCH_KINDS = (*AutoWU.SWITCH_KINDS, "guard")
+    #: the first step at which the fast ramp looks at the loss (two losses at least, to compare)
+    FLAT_FROM = 3
 
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
                  init_lr: float = AutoWUOptions.init_lr, max_lr: float = AutoWUOptions.max_lr,
@@ -125,6 +136,7 @@ class AutoWUPlus(AutoWU):
                  lr_factor: float = AutoWUPlusOptions.lr_factor,
                  div_factor: float | None = AutoWUPlusOptions.div_factor,
                  rollback: bool = AutoWUPlusOptions.rollback, accel: float = AutoWUPlusOptions.accel,
+                 max_growth: float | None = AutoWUPlusOptions.max_growth,
                  flat_tol: float = AutoWUPlusOptions.flat_tol, decay: str = AutoWUOptions.decay,
                  **autowu_options: Any) -> None:
         if "max_warmup_fraction" in autowu_options:
@@ -152,11 +164,15 @@ class AutoWUPlus(AutoWU):
         if _check_positive("accel", accel) < 1.0:
             raise ValueError(f"accel must be >= 1 (1: a plain exponential ramp), got {accel}")
         self.accel = float(accel)
+        if max_growth is not None and max_growth != 0 and _check_positive("max_growth", max_growth) <= 1.0:
+            raise ValueError(f"max_growth must exceed 1 (or be 0 for no bound), got {max_growth}")
+        self.max_growth = None if not max_growth else float(max_growth)
         if not 0.0 < _check_real("flat_tol", flat_tol) < 1.0:
             raise ValueError(f"flat_tol must lie in (0, 1), got {flat_tol}")
         self.flat_tol = float(flat_tol)
         self._snapshots: list[dict[str, Any]] = []
         self.rollback_step: int | None = None
+        self.ramp_slowed_step: int | None = None
         super().__init__(optimizer, steps_per_epoch, total_epochs, init_lr=init_lr, max_lr=max_lr,
                          max_warmup_fraction=self.ramp_fraction, decay=decay, patience=patience,
                          **autowu_options)
@@ -169,6 +185,8 @@ class AutoWUPlus(AutoWU):
         if not hasattr(self, "_ramp_log"):  # during AutoWU.__init__: step 0
             return super()._warmup_lr(step)
         rate = math.log(self.max_lr / self.init_lr) / max(self.max_warmup_steps, 1)
+        if self.max_growth is not None:
+            rate = min(rate, math.log(self.max_growth))
         top = math.log(self.max_lr)
         while len(self._ramp_log) <= step:
             self._ramp_log.append(min(top, self._ramp_log[-1] + rate * (self.accel if self._fast else 1.0)))
@@ -189,23 +207,38 @@ class AutoWUPlus(AutoWU):
             lr_now = self._warmup_lr(s - 1)
             at_cap = s >= self.max_warmup_steps or self._ramp_log[-1] >= math.log(self.max_lr) - 1e-12
             on_clock = s >= self.min_test_points and (s - self.min_test_points) % self.test_every == 0
+            # before the first test, while the ramp runs fast, look at the loss on the same clock
+            flat_check = self._fast and self.FLAT_FROM <= s < self.min_test_points and s % self.test_every == 0
             if at_cap or on_clock:
                 self._flush_epoch_losses()  # the only host transfer (and all-reduce): one per test
                 self._end_of_epoch_test(s, lr_now)
                 if self.phase == "warmup" and at_cap:
                     self._switch(s, self._forced_lr(lr_now), "forced")
+                    if self.rollback:
+                        self._roll_back(self.history[-1].get("smoothed_argmin_step"))
+            elif flat_check:
+                self._flush_epoch_losses()
+                self._check_flat()
         self._apply(self._lr(s))
+
+    def _check_flat(self) -> bool:
+        """End the fast ramp once the loss has moved ``flat_tol`` below its first values."""
+        if not self._fast:
+            return False
+        arr = np.asarray(self.losses, dtype=np.float64)
+        head, tail = arr[: max(2, min(5, len(arr) // 4))], arr[-max(2, min(self.test_every, 5)):]
+        if np.isfinite(head).any() and np.isfinite(tail).any() and \
+                np.nanmean(tail) < (1.0 - self.flat_tol) * np.nanmean(head):
+            self._fast = False  # the loss moves: from here on the ramp keeps its normal pace
+            self.ramp_slowed_step = self.last_step
+            return True
+        return False
 
     def _end_of_epoch_test(self, step: int, lr_now: float) -> None:
         super()._end_of_epoch_test(step, lr_now)  # the GP test, its patience and its switch
         last = self.history[-1]
-        if self._fast:
-            arr = np.asarray(self.losses, dtype=np.float64)
-            head, tail = arr[: max(2, min(5, len(arr) // 4))], arr[-max(2, min(self.test_every, 5)):]
-            if np.isfinite(head).any() and np.isfinite(tail).any() and \
-                    np.nanmean(tail) < (1.0 - self.flat_tol) * np.nanmean(head):
-                self._fast = False  # the loss moves: from here on the ramp keeps its normal pace
-                last["ramp_slowed"] = True
+        if self._check_flat():
+            last["ramp_slowed"] = True
         if self.phase == "warmup" and last.get("guard") and last.get("candidate_lr") is not None:
             self._switch(step, last["candidate_lr"], "guard")
             last["switched"] = True
@@ -282,13 +315,15 @@ class AutoWUPlus(AutoWU):
         d.update(name="autoplus", ramp_fraction=self.ramp_fraction, test_fraction=self.test_fraction,
                  test_every=getattr(self, "test_every", None), min_test_points=self.min_test_points,
                  candidate=self.candidate, smooth_fraction=self.smooth_fraction, lr_factor=self.lr_factor,
-                 div_factor=self.div_factor, rollback=self.rollback, accel=self.accel, flat_tol=self.flat_tol)
+                 div_factor=self.div_factor, rollback=self.rollback, accel=self.accel, max_growth=self.max_growth,
+                 flat_tol=self.flat_tol)
         d.pop("max_warmup_fraction", None)
         return d
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out["switch_epoch"] = None if self.switch_step is None else self.switch_step / self.steps_per_epoch
+        out.update(rollback_step=self.rollback_step, ramp_slowed_step=self.ramp_slowed_step)
         return out
 
     # -- state ---------------------------------------------------------------------------------
@@ -297,6 +332,7 @@ class AutoWUPlus(AutoWU):
         # snapshots hold tensors (weights and optimizer moments): torch.save keeps them, and
         # torch.load(weights_only=True) reads them back
         state.update(ramp_log=list(self._ramp_log), fast=self._fast, rollback_step=self.rollback_step,
+                     ramp_slowed_step=self.ramp_slowed_step,
                      snapshots=[dict(s) for s in self._snapshots])
         return state
 
@@ -308,4 +344,5 @@ class AutoWUPlus(AutoWU):
         self._ramp_log = [float(v) for v in state["ramp_log"]]
         self._fast = bool(state["fast"])
         self.rollback_step = state.get("rollback_step")
+        self.ramp_slowed_step = state.get("ramp_slowed_step")
         self._snapshots = [dict(s) for s in state["snapshots"]]

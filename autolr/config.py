@@ -143,6 +143,9 @@ class RunConfig:
     ckpt_dir: str = setting("checkpoints", "checkpoints go to CKPT_DIR/<run_id>/", group="runs",
                             role=OPERATIONAL, sweep=True)
     resume: bool = setting(False, "continue from the run's checkpoint if there is one", group="runs",
+    max_growth: float | None = setting(None, "autoplus: the ramp grows at most this factor per step, its accel "
+                                       "power while flat (0: no bound)", group="schedule", sweep=True,
+                                       scheds=("autoplus",), resolved=0.0)
                            role=OPERATIONAL, sweep=True)
     keep_ckpt: bool = setting(False, "keep the checkpoint after the run finishes", group="runs", role=OPERATIONAL)
     device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda if available)", group="runs",

@@ -323,7 +323,7 @@ def test_accelerated_ramp_climbs_faster_while_the_loss_is_flat():
     plain, fast = runs[1.0][0], runs[3.0][0]
     assert fast.switch_step < plain.switch_step
     assert 0.3 < fast.switch_lr / 0.01 < 3.0
-    assert any(r.get("ramp_slowed") for r in fast.history)
+    assert fast.ramp_slowed_step is not None and plain.ramp_slowed_step is None
     # the plain ramp is AutoWU's exponential path, step for step
     for step, lr in enumerate(runs[1.0][1][: plain.max_warmup_steps]):
         assert lr == pytest.approx(1e-5 * (1.0 / 1e-5) ** (step / plain.max_warmup_steps), rel=1e-9)
@@ -357,3 +357,57 @@ def test_a_guard_switch_resumes_from_its_state():
     state.update(phase="decay", switch_step=5, switch_lr=0.01, switch_kind="guard")
     with pytest.raises(ValueError, match="inconsistent switch"):
         AutoWU(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 3, 30).load_state_dict(state)
+
+
+# -- few steps: the bounded ramp, flatness from the third step, rollback at a forced switch --------
+
+
+def _ramp_lrs(s: AutoWUPlus, loss_of_lr) -> list[float]:
+    lrs = []
+    while s.phase == "warmup" and s.last_step < s.total_steps:
+        lr = s.get_last_lr()[0]
+        lrs.append(lr)
+        s.step(loss_of_lr(lr))
+    return lrs
+
+
+@pytest.mark.parametrize("spe, epochs", [(2, 30), (3, 30), (2, 10), (4, 30)])
+def test_max_growth_bounds_the_ramp_per_step_whatever_the_budget(spe, epochs):
+    def flat_then_bowl(lr):  # nothing moves below 1e-3, then a bowl around 0.05
+        return 3.0 if lr < 1e-3 else model_loss(lr, 0.05)
+
+    s = make(spe=spe, epochs=epochs, accel=3.0, max_growth=1.5)
+    lrs = _ramp_lrs(s, flat_then_bowl)
+    ratios = [b / a for a, b in zip(lrs[:-1], lrs[1:], strict=True)]
+    budget = (1.0 / 1e-5) ** (1.0 / s.max_warmup_steps)  # the budget's own pace: 1e-5 to 1 over the ramp
+    assert max(ratios) == pytest.approx(min(budget, 1.5) ** 3)
+    slowed = s.ramp_slowed_step
+    assert slowed is not None and slowed < s.min_test_points  # seen before the first test
+    assert all(r <= 1.5 * (1 + 1e-9) for r in ratios[slowed:])  # the normal pace after it
+    # unbounded, the same budget climbs at its own pace
+    u = make(spe=spe, epochs=epochs, accel=3.0)
+    unbounded = _ramp_lrs(u, flat_then_bowl)
+    assert max(b / a for a, b in zip(unbounded[:-1], unbounded[1:], strict=True)) == pytest.approx(budget ** 3)
+
+
+def test_max_growth_does_not_touch_a_ramp_slower_than_the_bound():
+    a, b = make(spe=40, epochs=30, max_growth=1.5), make(spe=40, epochs=30)
+    assert drive(a) == drive(b)
+
+
+def test_a_forced_switch_rolls_back_too():
+    w, opt = _cliff_model()
+    # no guard, and a patience no test reaches: only the cap can end the warmup
+    s = AutoWUPlus(opt, 2, 30, rollback=True, patience=1000, div_factor=None, max_growth=2.0)
+    trail = []
+    _train(s, w, opt, s.total_steps, trail)
+    assert s.switch_kind == "forced" and s.rollback_step is not None
+    assert torch.equal(w.detach(), trail[s.rollback_step - 1])
+    assert s.rollback_step <= s.history[-1]["smoothed_argmin_step"]
+    assert s.switch_lr == s.history[-1]["candidate_lr"]
+
+
+@pytest.mark.parametrize("kwargs", [{"max_growth": 1.0}, {"max_growth": -2.0}, {"max_growth": float("nan")}])
+def test_invalid_max_growth_raises(kwargs):
+    with pytest.raises(ValueError):
+        make(**kwargs)

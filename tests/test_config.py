@@ -95,11 +95,11 @@ def test_roles() -> None:
                                    "max_lr", "max_warmup_fraction", "decay", "gp_path",
                                    # every method's own options go under its scheduler's entry (registry)
                                    "ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience",
-                                   "div_factor", "rollback", "accel"}
+                                   "div_factor", "rollback", "accel", "max_growth"}
     assert set(config.options_of("auto")) == {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
     assert set(config.options_of("autoplus")) == {"init_lr", "max_lr", "decay", "gp_path", "ramp_fraction",
                                                   "candidate", "lr_factor", "test_fraction", "patience", "div_factor",
-                                                  "rollback", "accel"}
+                                                  "rollback", "accel", "max_growth"}
     for sched in ("linear", "legw", "fixed", "cosine", "constant"):
         assert set(config.options_of(sched)) == {"lr", "warmup_epochs", "legw_b0"}
 
