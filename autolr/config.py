@@ -137,15 +137,15 @@ class RunConfig:
                              group="schedule", sweep=True, scheds=("autoplus",))
     accel: float | None = setting(None, "autoplus: the ramp climbs this many times faster while the loss is flat",
                                   group="schedule", sweep=True, scheds=("autoplus",), resolved=1.0)
+    max_growth: float | None = setting(None, "autoplus: the ramp grows at most this factor per step, its accel "
+                                       "power while flat (0: no bound)", group="schedule", sweep=True,
+                                       scheds=("autoplus",), resolved=0.0)
     # -- runs
     out: str = setting("results/runs", "the record goes to OUT/<run_id>.json", group="runs", role=OPERATIONAL,
                        sweep=True)
     ckpt_dir: str = setting("checkpoints", "checkpoints go to CKPT_DIR/<run_id>/", group="runs",
                             role=OPERATIONAL, sweep=True)
     resume: bool = setting(False, "continue from the run's checkpoint if there is one", group="runs",
-    max_growth: float | None = setting(None, "autoplus: the ramp grows at most this factor per step, its accel "
-                                       "power while flat (0: no bound)", group="schedule", sweep=True,
-                                       scheds=("autoplus",), resolved=0.0)
                            role=OPERATIONAL, sweep=True)
     keep_ckpt: bool = setting(False, "keep the checkpoint after the run finishes", group="runs", role=OPERATIONAL)
     device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda if available)", group="runs",
