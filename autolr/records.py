@@ -50,6 +50,9 @@ class Record:
     final: dict[str, Any] | None = None  # val/test loss and accuracy of the final weights
     lr_trace: dict[str, Any] | None = None  # train.compact_lr_trace
     autowu: dict[str, Any] | None = None  # AutoWU.summary() (sched auto only)
+    # a peer's (schedulefree, prodigy, rangetest): peak_lr, the LR the method ended with, and what it
+    # found or spent (Prodigy's estimate d, the range test's curve and cost); train.peer_summary
+    peer: dict[str, Any] | None = None
     timing: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -89,7 +92,9 @@ def git_info() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        # results/ and plots/ are what runs write (a sweep's stages.json changes while it runs), not code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results", ":(exclude)plots"], cwd=REPO,
                                capture_output=True, text=True, timeout=10).stdout.strip() != ""
         return {"commit": commit or None, "dirty": dirty if commit else None}
     except (OSError, subprocess.SubprocessError):
