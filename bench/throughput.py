@@ -124,8 +124,10 @@ def bench_train_py(train: Any, *, model: str, data: str, bs: int, micro: int, st
 
 
 def bench_bare(*, model: str, data: str, bs: int, micro: int, steps: int, device: torch.device, amp: bool,
-               channels_last: bool, threads: int, chunks: int = 2) -> dict[str, Any]:
-    """The same step written as the plainest PyTorch loop (best of ``chunks`` timed chunks)."""
+               channels_last: bool, threads: int, chunks: int = 2, compile: bool = False) -> dict[str, Any]:
+    """The same step written as the plainest PyTorch loop (best of ``chunks`` timed chunks). Its
+    ``losses`` (every step's, from the same initial weights and batch) show whether an option
+    changes what is computed."""
     torch.set_num_threads(threads)
     r = get_recipe(data)
     torch.manual_seed(0)
@@ -133,20 +135,26 @@ def bench_bare(*, model: str, data: str, bs: int, micro: int, steps: int, device
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = build_optimizer(r.opt, net, lr=1e-3, weight_decay=r.weight_decay)  # train.py's defaults
+    forward = torch.compile(net) if compile else net
     x, y = synthetic_batch(data, micro, device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     accum = bs // micro
     net.train()
 
+    losses: list[float] = []
+
     def step() -> None:
+        total = 0.0
         for _ in range(accum):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = net(x)
+                logits = forward(x)
             loss = F.cross_entropy(logits.float(), y)
             (loss / accum).backward()
+            total += loss.detach()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        losses.append(total)
 
     for _ in range(min(5, steps)):
         step()
@@ -158,7 +166,51 @@ def bench_bare(*, model: str, data: str, bs: int, micro: int, steps: int, device
             step()
         sync(device)
         seconds.append(time.perf_counter() - t0)
-    return {"images_per_s": steps * bs / min(seconds), "chunk_seconds": seconds}
+    return {"images_per_s": steps * bs / min(seconds), "chunk_seconds": seconds,
+            "losses": [float(v) / accum for v in losses]}
+
+
+def _bare_worker(kw: dict[str, Any], start: Any, out: Any) -> None:
+    start.wait()  # both processes time the same seconds
+    out.put(bench_bare(**kw))
+
+
+def bench_cpu_options(*, model: str, data: str, bs: int, micro: int, steps: int, threads: int) -> list[dict]:
+    """The CPU's options side by side on the bare loop: today's default (fp32, ``threads`` threads,
+    one run), two one-thread runs at once (their images/s summed), bf16 autocast, channels-last and
+    torch.compile. Each row says whether its losses are bitwise today's default's (then the option
+    changes nothing a run computes) and how far they move."""
+    import multiprocessing as mp
+
+    kw = {"model": model, "data": data, "bs": bs, "micro": micro, "steps": steps, "device": torch.device("cpu"),
+          "amp": False, "channels_last": False, "threads": threads, "chunks": 3}
+    rows = [{"option": f"default: fp32, one run, {threads} threads", **bench_bare(**kw)}]
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_bare_worker, args=({**kw, "threads": 1}, start, out)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    pair = [out.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    rows.append({"option": "two runs at once, one thread each (sum)",
+                 "images_per_s": sum(r["images_per_s"] for r in pair), "losses": pair[0]["losses"],
+                 "per_run_images_per_s": [r["images_per_s"] for r in pair]})
+    rows.append({"option": "one run, one thread", **bench_bare(**{**kw, "threads": 1})})
+    rows.append({"option": "bf16 autocast", **bench_bare(**{**kw, "amp": True})})
+    rows.append({"option": "channels-last", **bench_bare(**{**kw, "channels_last": True})})
+    try:
+        rows.append({"option": "torch.compile", **bench_bare(**{**kw, "compile": True})})
+    except Exception as err:  # no compiler toolchain, an unsupported op: say so, keep the other rows
+        rows.append({"option": "torch.compile", "error": f"{type(err).__name__}: {err}"})
+    ref = np.asarray(rows[0]["losses"])
+    for row in rows:
+        if "losses" in row:
+            mine = np.asarray(row["losses"])
+            row["same_losses"] = bool(np.array_equal(mine, ref))
+            row["max_loss_change"] = float(np.max(np.abs(mine - ref)))
+            row["speedup"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
 
 
 def bench_step(train: Any, *, model: str, data: str, bs: int, micro: int, steps: int, device: torch.device,
@@ -257,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default="data", help="Fashion-MNIST .beton files go here (as train.py)")
     p.add_argument("--loader-workers", type=int, default=None)
     p.add_argument("--skip-loaders", action="store_true")
+    p.add_argument("--cpu-options", action="store_true",
+                   help="only the CPU's options side by side (threads, two runs at once, bf16, channels-last, "
+                        "compile) on the bare loop, into bench/results/cpu_options.json")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
 
@@ -269,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     import train  # the script at the repository root, on sys.path above
 
     threads = train.cpu_threads()
+    if args.cpu_options:
+        return cpu_options_main(args, data, micro, threads)
     gpu = device.type == "cuda"
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
@@ -324,6 +381,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{device} ({results['machine']['device_name']}), {threads} threads, load average {la[0]:.1f} before / "
           f"{results['machine']['load_average_after'][0]:.1f} after (shared machine: noisy). -> {args.out}")
     return 0 if all(math.isfinite(s["ratio"]) for s in results["steps"]) else 1
+
+
+def cpu_options_main(args: argparse.Namespace, data: str, micro: int, threads: int) -> int:
+    out = Path(args.out) if args.out != str(OUT) else OUT.with_name("cpu_options.json")
+    load_before = list(os.getloadavg())
+    rows = bench_cpu_options(model=args.model, data=data, bs=args.bs, micro=micro, steps=args.steps,
+                             threads=threads)
+    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                          "cpu": platform.processor() or "cpu", "cpu_count": os.cpu_count(),
+                          "load_average_before": load_before, "load_average_after": list(os.getloadavg())},
+              "model": args.model, "bs": args.bs, "micro_bs": micro, "steps": args.steps,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
+    atomic_write_json(out, result)
+    print(f"\n{'CPU option (' + args.model + f', bs {args.bs})':<48} {'img/s':>8} {'x default':>10} {'losses':>22}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['option']:<48} error: {r['error']}")
+            continue
+        same = "bitwise the same" if r["same_losses"] else f"differ by <= {r['max_loss_change']:.1e}"
+        print(f"{r['option']:<48} {r['images_per_s']:>8.0f} {r['speedup']:>10.2f} {same:>22}")
+    print(f"load average {load_before[0]:.1f} before (shared machine: noisy) -> {out}")
+    return 0
 
 
 if __name__ == "__main__":
