@@ -12,12 +12,20 @@ Defaults come from autolr/recipes.py (REPRODUCTION.md's recipe table); every fla
 once in autolr/config.py. The run's record goes to ``--out/<run_id>.json`` (written atomically
 at the end) and its checkpoint to ``checkpoints/<run_id>/`` (atomically at every epoch's end;
 ``--resume`` continues from it). Ctrl-C or SIGTERM stops a run with its last checkpoint kept.
+
+The peers of AutoWU (``--sched schedulefree / prodigy / rangetest``, autolr/peers) need three
+things of this loop: Schedule-Free AdamW evaluates, and is checkpointed, at its averaged weights x
+with batch-norm statistics recomputed there (``to_eval_weights``), and trains at y
+(``to_train_weights``); Prodigy's LR trace is its step size d·lr (its scheduler reports it); the
+range test runs once before training from the initial weights, which it restores exactly, and
+its result travels in the checkpoint so that a resumed run does not test again.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import platform
 import random
@@ -47,7 +55,7 @@ from autolr.records import (
 
 __all__ = ["SCHEMA", "CKPT_KEYS", "EVAL_MICRO_BS", "Interrupted", "main", "train", "cpu_threads"]
 
-#: what an epoch-end checkpoint holds (see save_checkpoint)
+#: what an epoch-end checkpoint holds (see save_checkpoint); a rangetest run's also holds "range_test"
 CKPT_KEYS = frozenset({"run_id", "epoch", "model", "optimizer", "scheduler", "rng", "epochs", "lrs", "phases",
                        "wall_seconds"})
 #: evaluation's per-process batch (at least the training micro-batch): no gradients are kept, and
@@ -177,9 +185,9 @@ def check(args: argparse.Namespace) -> Setup:
     import numpy as np
     import torch
 
-    from autolr import build_scheduler
     from autolr.data import dataset_info
     from autolr.models import build_model
+    from autolr.registry import check_settings
 
     cfg = resolve(args)
     pool = dataset_info(cfg.data, val_size=cfg.val_size)["train_size"]  # before --subset is checked against it
@@ -239,11 +247,11 @@ def check(args: argparse.Namespace) -> Setup:
                          f"({'x'.join(map(str, shape[1:]))}): {type(err).__name__}: {str(err)[:120]}") from None
     model.train()
     try:
-        # the schedule's settings, checked on a stand-in optimizer before the data is converted or loaded
-        build_scheduler(cfg.sched, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
-                        steps_per_epoch=max(1, info["train_size"] // cfg.bs), total_epochs=cfg.epochs,
-                        batch_size=cfg.bs, **cfg.scheduler_options())
-    except (ValueError, OverflowError) as err:
+        # the schedule's settings (and a peer's own optimizer), checked on a stand-in parameter
+        # before the data is converted or loaded
+        check_settings(cfg.sched, steps_per_epoch=max(1, info["train_size"] // cfg.bs), total_epochs=cfg.epochs,
+                       batch_size=cfg.bs, weight_decay=cfg.wd, **cfg.scheduler_options())
+    except (ValueError, OverflowError, ImportError) as err:
         raise UsageError(str(err)) from None
 
     rid = run_id(cfg)
@@ -316,6 +324,8 @@ class State:
     sched: Any
     record: Record
     tb: Any  # autolr.tblog.TensorBoardLog, or None
+    range_test: Any = None  # rangetest: its autolr.peers.rangetest.RangeTestResult
+    bn_batches: int | None = None  # Schedule-Free: batches of the last BN recomputation
     lrs: list[float] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)
     start_epoch: int = 0
@@ -324,13 +334,16 @@ class State:
     t_start: float = 0.0
 
 
-def build(s: Setup) -> State:
+def build(s: Setup, ckpt: dict[str, Any] | None) -> State:
+    """Everything the run trains with; ``ckpt`` (the checkpoint to resume, or None) holds a
+    rangetest run's range test result, which is not run again."""
     import torch
     import torch.distributed as dist
 
     from autolr import build_scheduler
     from autolr.data import build_loaders
     from autolr.optim import build_optimizer
+    from autolr.registry import SCHEDULERS
 
     cfg, device = s.cfg, s.device
     if s.distributed and not dist.is_initialized():
@@ -354,9 +367,12 @@ def build(s: Setup) -> State:
         model = model.to(memory_format=torch.channels_last)
     if s.distributed and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(cfg.opt, model, lr=1.0, weight_decay=cfg.wd)
-    sched = build_scheduler(cfg.sched, optimizer, steps_per_epoch=steps_per_epoch, total_epochs=cfg.epochs,
-                            batch_size=cfg.bs, **cfg.scheduler_options())
+    method = SCHEDULERS[cfg.sched]
+    if method.optimizer is not None:  # Schedule-Free, Prodigy: their own optimizer, no --opt
+        optimizer = method.optimizer(model.parameters(), total_steps=steps_per_epoch * cfg.epochs,
+                                     weight_decay=cfg.wd)
+    else:
+        optimizer = build_optimizer(cfg.opt, model, lr=1.0, weight_decay=cfg.wd)
     net = model
     if s.distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
@@ -367,8 +383,19 @@ def build(s: Setup) -> State:
     if cfg.compile:
         net = torch.compile(net)
         eval_net = torch.compile(model)
+    st = State(s=s, loaders=loaders, steps_per_epoch=steps_per_epoch, model=model, net=net, eval_net=eval_net,
+               optimizer=optimizer, sched=None, record=Record(), tb=None)
 
-    record = Record(
+    options: dict[str, Any] = {}
+    if cfg.sched == "rangetest":
+        st.range_test = range_test_of(st, ckpt)
+        options["peak_lr"] = st.range_test.peak_lr
+        # the test is part of the method's cost: the run's wall time starts with it (a resumed run's
+        # comes from its checkpoint, which counted it)
+        st.wall_before = st.range_test.wall_seconds
+    st.sched = build_scheduler(cfg.sched, optimizer, steps_per_epoch=steps_per_epoch, total_epochs=cfg.epochs,
+                               batch_size=cfg.bs, **cfg.scheduler_options(), **options)
+    st.record = Record(
         schema=SCHEMA, run_id=s.run_id, config=cfg.as_record(), git=git_info(),
         env={"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
@@ -377,14 +404,71 @@ def build(s: Setup) -> State:
              "channels_last": s.channels_last, "cpu_threads": s.threads,
              "torch_interop_threads": torch.get_num_interop_threads()},
         data=s.info, steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * cfg.epochs,
-        schedule=sched.describe())
-    tb = None
+        schedule=st.sched.describe(), peer=peer_summary(st))
     if cfg.tensorboard is not None and s.is_main:
         from autolr.tblog import TensorBoardLog
 
-        tb = TensorBoardLog(Path(cfg.tensorboard) / s.run_id)
-    return State(s=s, loaders=loaders, steps_per_epoch=steps_per_epoch, model=model, net=net, eval_net=eval_net,
-                 optimizer=optimizer, sched=sched, record=record, tb=tb)
+        st.tb = TensorBoardLog(Path(cfg.tensorboard) / s.run_id)
+    return st
+
+
+def training_batches(st: State) -> Iterator[Any]:
+    """The training micro-batches epoch after epoch from epoch 0, full global batches only, as the
+    epochs train on them (for the range test, which may take more steps than an epoch has)."""
+    for epoch in itertools.count():
+        st.loaders["train"].set_epoch(epoch)
+        yield from itertools.islice(pinned(st.loaders["train"], st.s.threads), st.steps_per_epoch * st.s.accum)
+
+
+def range_test_of(st: State, ckpt: dict[str, Any] | None) -> Any:
+    """rangetest: the LR range test's result, from the checkpoint when resuming, else run now.
+
+    The test starts from the run's initial weights and optimizer, takes up to ``default_steps(T)``
+    steps of the training loop's own forward/backward on the training batches, and restores the
+    weights, buffers, optimizer state and RNG states exactly: training afterwards is bitwise the
+    training of ``fixed`` at the same peak.
+    """
+    from autolr.peers import rangetest
+
+    s = st.s
+    if ckpt is not None:
+        try:
+            return rangetest.RangeTestResult.from_dict(ckpt["range_test"])
+        except (KeyError, TypeError) as err:
+            raise UsageError(f"checkpoint {s.ckpt_path} holds no range test result ({type(err).__name__}); "
+                             "delete it to start over") from None
+    total = st.steps_per_epoch * s.cfg.epochs
+    batches = training_batches(st)
+    try:
+        result = rangetest.range_test(st.model, st.optimizer, lambda: forward_backward(st, batches)[0],
+                                      num_steps=rangetest.default_steps(total))
+    finally:
+        batches.close()  # an FFCV epoch left half-read is let go of now, not at garbage collection
+    s.log(f"LR range test: {result.steps} steps ({result.stop}), smoothed-loss minimum at LR {result.lr_at_min:.4g}, "
+          f"peak {result.peak_lr:.4g}, {result.wall_seconds:.1f}s")
+    return result
+
+
+def peer_summary(st: State) -> dict[str, Any] | None:
+    """A peer's block of the record: the peak LR it ended with (``peak_lr``, the tables' number) and
+    what it found or spent; None for AutoWU and the baselines."""
+    s, sched = st.s, st.s.cfg.sched
+    if sched == "schedulefree":
+        g = st.optimizer.param_groups[0]
+        # AlgoPerf's fixed LR, reached by the optimizer's own warmup and never decayed
+        return {"peak_lr": float(g["lr"]), "warmup_steps": int(g["warmup_steps"]),
+                "bn_batches": st.bn_batches, "eval_weights": "x, batch-norm statistics recomputed there"}
+    if sched == "prodigy":
+        # the LR it found is its estimate d (times lr, 1): the cosine's peak had d been known from the
+        # start; max_step_lr is the largest step size d·lr·cosine it took
+        return {**st.sched.summary(), "peak_lr": float(st.optimizer.param_groups[0]["d"]) * st.sched.base_lrs[0],
+                "max_step_lr": max(st.lrs, default=None)}
+    if sched == "rangetest":
+        r = st.range_test
+        # one tuning run, at its real cost: its steps, the images they took and the device time
+        return {"peak_lr": r.peak_lr, "range_test": {**r.to_dict(), "images": r.steps * s.cfg.bs,
+                                                     "device_seconds": r.wall_seconds * s.world}}
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,6 +478,8 @@ def restore(st: State, ckpt: dict[str, Any] | None) -> None:
     s = st.s
     if ckpt is not None:
         try:
+            # a Schedule-Free checkpoint holds x and an optimizer in eval mode (saved at x): it stays
+            # there until the next epoch trains (to_train_weights), as in the run that saved it
             st.model.load_state_dict(ckpt["model"])
             st.optimizer.load_state_dict(ckpt["optimizer"])
             st.sched.load_state_dict(ckpt["scheduler"])
@@ -412,14 +498,20 @@ def restore(st: State, ckpt: dict[str, Any] | None) -> None:
 
 
 def save_checkpoint(st: State, epoch: int) -> None:
-    """The state after ``epoch`` epochs, atomically: a run killed at any moment resumes bitwise."""
+    """The state after ``epoch`` epochs, atomically: a run killed at any moment resumes bitwise.
+
+    Schedule-Free is saved at its evaluation weights x (to_eval_weights has run): the model a user
+    wants, and the state its own resume expects.
+    """
     import torch.distributed as dist
 
     if st.s.is_main:
+        extra = {} if st.range_test is None else {"range_test": st.range_test.to_dict()}
         atomic_torch_save({"run_id": st.s.run_id, "epoch": epoch, "model": st.model.state_dict(),
                            "optimizer": st.optimizer.state_dict(), "scheduler": st.sched.state_dict(),
                            "rng": rng_state(), "epochs": st.record.epochs, "lrs": st.lrs, "phases": st.phases,
-                           "wall_seconds": st.wall_before + time.perf_counter() - st.t_start}, st.s.ckpt_path)
+                           "wall_seconds": st.wall_before + time.perf_counter() - st.t_start, **extra},
+                          st.s.ckpt_path)
     st.epochs_saved = epoch
     if st.s.distributed:
         dist.barrier()
@@ -449,15 +541,94 @@ def all_sum(s: Setup, *values: Any) -> list[float]:
     return t.cpu().tolist()
 
 
+def forward_backward(st: State, it: Iterator[Any]) -> tuple[Any, Any]:
+    """One global batch's forward and backward over its micro-batches (gradients accumulated, DDP
+    synchronised on the last); returns the step's loss (the micro-batches' mean, a 0-d tensor on the
+    device) and its correct predictions. The training step and the range test share it."""
+    import torch
+    import torch.nn.functional as F
+
+    s, cfg, device = st.s, st.s.cfg, st.s.device
+    step_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    for i in range(s.accum):
+        try:
+            x, y = next(it)
+        except StopIteration:
+            raise RuntimeError("the training loader ran out of batches mid-epoch") from None
+        if s.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        sync = contextlib.nullcontext() if (not s.distributed or i == s.accum - 1) else st.net.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.use_amp):
+                logits = st.net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            # every micro-batch has the same size, so the step loss is their plain mean
+            (loss / s.accum).backward()
+        step_loss += loss.detach().double() / s.accum
+        correct += (logits.argmax(1) == y).sum()
+    return step_loss, correct
+
+
+def _schedule_free(st: State) -> bool:
+    from autolr.peers.schedulefree import is_schedule_free
+
+    return is_schedule_free(st.optimizer)
+
+
+def to_train_weights(st: State) -> None:
+    """Schedule-Free: the parameters back to y, the optimizer in train mode (its step refuses
+    eval mode). Called before each epoch's first step, not right after each evaluation: a run
+    then holds x from its evaluation through its checkpoint, its final test and its end, and a
+    resumed run, which loads x, meets y again exactly where the uninterrupted run did (the
+    y -> x -> y round trip is not bitwise the identity)."""
+    if _schedule_free(st) and not st.optimizer.param_groups[0]["train_mode"]:
+        st.optimizer.train()
+
+
+def _bn_batches_wanted(st: State) -> int:
+    from autolr.peers.batchnorm import DEFAULT_BN_BATCHES
+
+    # micro-batches of one epoch at most: every rank has the same number (the recomputation needs it)
+    return min(DEFAULT_BN_BATCHES, st.steps_per_epoch * st.s.accum)
+
+
+def to_eval_weights(st: State, epoch: int) -> None:
+    """Schedule-Free: the parameters to x (optimizer eval mode) and batch-norm statistics recomputed
+    at x on epoch ``epoch``'s first training micro-batches, before evaluating or saving; nothing
+    when already there (a second evaluation of the same weights) or for any other optimizer."""
+    import torch
+
+    from autolr.peers.batchnorm import recompute_bn_stats
+
+    if not _schedule_free(st) or not st.optimizer.param_groups[0]["train_mode"]:
+        return
+    s = st.s
+    st.optimizer.eval()
+
+    def forward(x: Any) -> Any:
+        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.use_amp):
+            return st.model(x.contiguous(memory_format=torch.channels_last) if s.channels_last else x)
+
+    st.loaders["train"].set_epoch(epoch)
+    batches = pinned(st.loaders["train"], s.threads)
+    try:
+        # the bare model: a DDP forward would hand rank 0's buffers to every rank; the statistics are
+        # averaged over the ranks instead
+        st.bn_batches = recompute_bn_stats(st.model, batches, _bn_batches_wanted(st), forward=forward)
+    finally:
+        batches.close()
+
+
 def train_one_epoch(st: State, epoch: int) -> tuple[Any, float]:
     """Train one epoch; returns each step's loss (averaged over ranks, on the host) and the
     training accuracy. One host sync, at the end."""
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
     from tqdm import tqdm
 
     s, cfg, device = st.s, st.s.cfg, st.s.device
+    to_train_weights(st)
     st.loaders["train"].set_epoch(epoch)
     it = pinned(st.loaders["train"], s.threads)
     step_losses = torch.zeros(st.steps_per_epoch, device=device, dtype=torch.float64)
@@ -465,25 +636,11 @@ def train_one_epoch(st: State, epoch: int) -> tuple[Any, float]:
     bar = tqdm(range(st.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not s.progress,
                leave=False, dynamic_ncols=True)
     for step in bar:
+        # the LR this step applies (Prodigy: its step size d·lr; Schedule-Free: its warmup's)
         st.lrs.append(st.sched.get_last_lr()[0])
         st.phases.append(st.sched.phase)
-        step_loss = torch.zeros((), device=device, dtype=torch.float64)
-        for i in range(s.accum):
-            try:
-                x, y = next(it)
-            except StopIteration:
-                raise RuntimeError("the training loader ran out of batches mid-epoch") from None
-            if s.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            sync = contextlib.nullcontext() if (not s.distributed or i == s.accum - 1) else st.net.no_sync()
-            with sync:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.use_amp):
-                    logits = st.net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                # every micro-batch has the same size, so the step loss is their plain mean
-                (loss / s.accum).backward()
-            step_loss += loss.detach().double() / s.accum
-            correct += (logits.argmax(1) == y).sum()
+        step_loss, step_correct = forward_backward(st, it)
+        correct += step_correct
         st.optimizer.step()
         st.optimizer.zero_grad(set_to_none=True)
         st.sched.step(step_loss)
@@ -559,6 +716,7 @@ def finish(st: State, outcome: str, val: dict[str, float] | None) -> int:
     import torch.distributed as dist
 
     s, rec = st.s, st.record
+    to_eval_weights(st, len(rec.epochs) - 1)  # at x already, unless a diverged epoch broke off before
     test = evaluate(st, "test")
     if val is None:  # resumed from the last epoch's checkpoint: nothing was evaluated here
         val = evaluate(st, "val")
@@ -571,6 +729,7 @@ def finish(st: State, outcome: str, val: dict[str, float] | None) -> int:
     if s.cfg.sched in AUTOWU_FAMILY:
         rec.autowu = st.sched.summary()
         autowu_seconds = st.sched.test_seconds
+    rec.peer = peer_summary(st)
     rec.timing = {"wall_seconds": wall, "autowu_test_seconds": autowu_seconds,
                   "autowu_test_share": autowu_seconds / wall if wall > 0 else None,
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -608,7 +767,7 @@ def train(args: argparse.Namespace) -> int:
         if not todo:
             return 0
         ckpt = read_checkpoint(s)  # an unreadable one is found before any data is converted or loaded
-        st = build(s)
+        st = build(s, ckpt)
         restore(st, ckpt)
         outcome, val = "finished", None  # val: the last epoch's validation, of the final weights
         try:
@@ -616,6 +775,7 @@ def train(args: argparse.Namespace) -> int:
             for epoch in range(st.start_epoch, s.cfg.epochs):
                 t_epoch = time.perf_counter()
                 step_losses, train_acc = train_one_epoch(st, epoch)
+                to_eval_weights(st, epoch)  # Schedule-Free evaluates and is saved at x
                 val = evaluate(st, "val")
                 row = log_epoch(st, epoch, step_losses, train_acc, val, time.perf_counter() - t_epoch)
                 if row["train_loss"] is None:

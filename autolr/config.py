@@ -32,15 +32,19 @@ from typing import Any, NoReturn
 
 from autolr.registry import SCHEDULERS  # the methods: which take an lr, a warmup, a B0, which options
 
-__all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_FAMILY", "RunConfig", "UsageError", "build_parser", "options_of",
-           "scheduler_keys", "operational_keys", "sweep_keys", "resolve", "run_id"]
+__all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_FAMILY", "NO_LR", "OWN_OPTIMIZER", "RunConfig", "UsageError",
+           "build_parser", "options_of", "scheduler_keys", "operational_keys", "sweep_keys", "resolve", "run_id"]
 
 IDENTITY = "identity"
 OPERATIONAL = "operational"
-#: AutoWU and its variants: they find their own peak LR (no --lr, no fixed warmup); the registry's
-#: methods that take no lr
-AUTOWU_FAMILY = tuple(name for name, m in SCHEDULERS.items() if m.lr is None)
-#: a setting of every scheduler outside AUTOWU_FAMILY (the baselines)
+#: methods that take no --lr (nor --warmup-epochs, --legw-b0): AutoWU's family and the peers
+NO_LR = tuple(name for name, m in SCHEDULERS.items() if m.lr is None)
+#: AutoWU and its variants (the registry's ``autowu_family``): they take AutoWU's search range and
+#: report its GP tests; the peers take no lr either, but are not AutoWU
+AUTOWU_FAMILY = tuple(name for name, m in SCHEDULERS.items() if m.autowu_family)
+#: methods that train with an optimizer of their own (Schedule-Free, Prodigy): no --opt
+OWN_OPTIMIZER = tuple(name for name, m in SCHEDULERS.items() if m.replaces_optimizer)
+#: a setting of every scheduler outside NO_LR (the baselines)
 _BASELINES = "baselines"
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet")
 
@@ -52,14 +56,15 @@ class UsageError(Exception):
 def setting(default: Any, help: str, *, group: str, role: str = IDENTITY, sweep: bool = False,
             choices: Callable[[], list[str]] | tuple[str, ...] | None = None,
             recipe: Callable[[Any], Any] | None = None, scheds: str | tuple[str, ...] | None = None,
-            resolved: Any = None, flag: bool = True) -> Any:
+            resolved: Any = None, flag: bool = True, run_optimizer: bool = False) -> Any:
     """A field of RunConfig. ``recipe``: the recipe's value when the flag is not given (shown in
     --help); ``scheds``: the schedulers it belongs to (None: all; _BASELINES: all outside
-    AUTOWU_FAMILY); ``resolved``: the value a scheduler's own setting takes when not given;
-    ``flag=False``: derived, no flag."""
+    NO_LR); ``resolved``: the value a scheduler's own setting takes when not given;
+    ``flag=False``: derived, no flag; ``run_optimizer``: a setting of the run's optimizer, which
+    the methods of OWN_OPTIMIZER do not take (nor record)."""
     return field(default=default, metadata={"help": help, "group": group, "role": role, "sweep": sweep,
                                             "choices": choices, "recipe": recipe, "scheds": scheds,
-                                            "resolved": resolved, "flag": flag})
+                                            "resolved": resolved, "flag": flag, "run_optimizer": run_optimizer})
 
 
 def _scheduler_names() -> list[str]:
@@ -88,8 +93,9 @@ class RunConfig:
     # -- model and optimizer
     model: str | None = setting(None, "any timm model or a CIFAR one of autolr.models", group="model",
                                 sweep=True, recipe=lambda r: r.model)
-    opt: str | None = setting(None, "the optimizer", group="model", sweep=True,
-                              choices=("adamp", "lamb", "sgd", "adamw"), recipe=lambda r: r.opt)
+    opt: str | None = setting(None, "the optimizer (not with --sched " + "/".join(OWN_OPTIMIZER) + ", which bring "
+                              "their own)", group="model", sweep=True, choices=("adamp", "lamb", "sgd", "adamw"),
+                              recipe=lambda r: r.opt, run_optimizer=True)
     wd: float | None = setting(None, "weight decay", group="model", recipe=lambda r: r.weight_decay)
     label_smoothing: float | None = setting(None, "label smoothing (default: 0.1 for EfficientNet, else 0)",
                                             group="model")
@@ -183,11 +189,13 @@ class RunConfig:
 
 
 def _belongs(f: dataclasses.Field[Any], sched: str) -> bool:
+    if f.metadata["run_optimizer"] and sched in OWN_OPTIMIZER:
+        return False
     scheds = f.metadata["scheds"]
     if scheds is None:
         return True
     if scheds == _BASELINES:
-        return sched not in AUTOWU_FAMILY
+        return sched not in NO_LR
     return sched in scheds
 
 
@@ -286,9 +294,13 @@ def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
         raise UsageError(f"unknown settings {sorted(unknown)}")
     c = RunConfig(**given)
     r = get_recipe(c.data)
+    method = SCHEDULERS[c.sched]
+    if method.replaces_optimizer and c.opt is not None:
+        raise UsageError(f"--opt is not accepted with --sched {c.sched}: {method.label} trains with its own "
+                         "optimizer (drop --opt)")
     # `is None`, not `or`: an explicit 0 is an error below, not a request for the default
     for f in dataclasses.fields(c):
-        if f.metadata["recipe"] is not None and getattr(c, f.name) is None:
+        if f.metadata["recipe"] is not None and getattr(c, f.name) is None and _belongs(f, c.sched):
             setattr(c, f.name, f.metadata["recipe"](r))
     c.recipe_micro_bs = r.micro_bs
     c.loader = c.loader or "ffcv"
@@ -326,15 +338,21 @@ def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
             raise UsageError(f"--{f.name.replace('_', '-')} is for --sched {'/'.join(f.metadata['scheds'])} only")
     if c.sched in AUTOWU_FAMILY:
         if c.lr is not None:
-            raise UsageError("--lr is not accepted with --sched auto: AutoWU finds the peak LR itself "
+            raise UsageError(f"--lr is not accepted with --sched {c.sched}: {method.label} finds the peak LR itself "
                              "(set --init-lr / --max-lr to change its search range)")
         if c.warmup_epochs is not None or c.legw_b0 is not None:
-            raise UsageError("--warmup-epochs / --legw-b0 are for the baselines; AutoWU's warmup is adaptive")
+            raise UsageError(f"--warmup-epochs / --legw-b0 are for the baselines; {method.label}'s warmup is "
+                             "adaptive")
         _check_autowu_range(c.init_lr, c.max_lr)
+    elif c.sched in NO_LR:
+        # the peers: the LR and the warmup are the method's own (registry.py says what each does)
+        for name in ("lr", "warmup_epochs", "legw_b0"):
+            if getattr(c, name) is not None:
+                raise UsageError(f"--{name.replace('_', '-')} is not accepted with --sched {c.sched}: "
+                                 f"the LR and the warmup are {method.label}'s own")
     else:
         if c.lr is None:
             raise UsageError(f"--sched {c.sched} needs --lr (see --help for what it means there)")
-        method = SCHEDULERS[c.sched]
         if not method.takes_b0 and c.legw_b0 is not None:
             raise UsageError("--legw-b0 is only for --sched "
                              + " / ".join(n for n, m in SCHEDULERS.items() if m.takes_b0))
@@ -349,6 +367,13 @@ def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
         if w is not None and not method.takes_b0 and w >= c.epochs:
             raise UsageError(f"--warmup-epochs {w:g} leaves no decay in a run of {c.epochs} epochs: "
                              "use fewer warmup epochs")
+    # another family's setting given with a value of its own would be dropped from the run without a
+    # word (--init-lr with a peer): refused (a setting given at its default cannot be told apart)
+    for f in dataclasses.fields(c):
+        if (f.metadata["scheds"] not in (None, _BASELINES) and not _belongs(f, c.sched) and f.metadata["flag"]
+                and getattr(c, f.name) != f.default):
+            raise UsageError(f"--{f.name.replace('_', '-')} is for --sched {'/'.join(f.metadata['scheds'])} only, "
+                             f"not {c.sched}")
     return c
 
 

@@ -6,7 +6,8 @@
 Figures (PNG), each skipped with a note when its data is absent:
   a_accuracy_vs_batch     final test accuracy vs batch size per scheduler (mean ± std over seeds)
   b_lr_schedules          the LR over training per batch size, one panel per scheduler
-  c_switch_lr_scaling     AutoWU's switch LR vs batch size against linear and square-root scaling
+  c_switch_lr_scaling     AutoWU's switch LR vs batch size against linear and square-root scaling,
+                          with the peak LR each peer found (Prodigy's d, the range test's peak)
   d_warmup_gp             one AutoWU run's warmup loss, its last test's GP band, the switch point
   e_accuracy_vs_compute   final test accuracy vs device time spent, tuning included
   f_autowu_budget         where AutoWU's steps go per batch size: before the loss minimum, detecting
@@ -31,15 +32,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from autolr.diagnose import diagnose_records
-from autolr.results import METHOD_LABELS, Collation, bs_label, cell_stats, collate, method_rank
+from autolr.results import METHOD_LABELS, PEERS, Collation, bs_label, cell_stats, collate, method_rank
 
 __all__ = ["make_figures", "main"]
 
 METHOD_COLORS: dict[str, str] = {
     "auto": "#d62728", "linear": "#1f77b4", "legw": "#2ca02c", "fixed": "#ff7f0e", "cosine": "#9467bd",
-    "constant": "#7f7f7f",
+    "constant": "#7f7f7f", "schedulefree": "#8c564b", "prodigy": "#e377c2", "rangetest": "#17becf",
 }
-METHOD_MARKERS: dict[str, str] = {"auto": "o", "linear": "s", "legw": "^", "fixed": "D", "cosine": "v", "constant": "x"}
+METHOD_MARKERS: dict[str, str] = {"auto": "o", "linear": "s", "legw": "^", "fixed": "D", "cosine": "v", "constant": "x",
+                                  "schedulefree": "P", "prodigy": "X", "rangetest": "*"}
+#: methods whose LR trace spans decades: AutoWU's exponential warmup, Prodigy's estimate growing from d0
+LOG_LR_METHODS = ("auto", "prodigy")
 Log = Callable[[str], None]
 
 # the look of every figure, applied while they are drawn (matplotlib.rc_context): importing this
@@ -190,7 +194,7 @@ def fig_lr_schedules(col: Collation, raw: dict[str, dict[str, Any]], out: Path, 
                 x = np.asarray(tr["step"], dtype=float) / total
                 y = np.asarray([np.nan if v is None else v for v in tr["lr"]], dtype=float)
                 y[y <= 0] = np.nan  # log axis: the last cosine step is exactly 0
-                if method != "auto":
+                if method not in LOG_LR_METHODS:
                     y = np.nan_to_num(y, nan=0.0)
                 ax.plot(x, y, color=colors[bs], lw=1.6, label=f"B={bs_label(bs)}")
                 aw = rec.get("autowu") or {}
@@ -198,15 +202,16 @@ def fig_lr_schedules(col: Collation, raw: dict[str, dict[str, Any]], out: Path, 
                     fired = aw.get("switch_kind") == "test"
                     ax.plot(aw["switch_step"] / total, aw["switch_lr"], marker="o", ls="none", ms=7,
                             mfc=colors[bs] if fired else "white", mec=colors[bs])
-            # AutoWU's exponential warmup spans five decades: only a log axis shows it; the baselines'
-            # linear ramps and cosines read best on a linear one
-            if method == "auto":
+            # AutoWU's exponential warmup spans five decades, Prodigy's d grows from 1e-6: only a log axis
+            # shows them; the baselines' linear ramps and cosines read best on a linear one
+            if method in LOG_LR_METHODS:
                 ax.set_yscale("log")
             else:
                 ax.set_ylim(bottom=0)
             ax.set_xlim(0, 1)
             ax.set_xlabel("fraction of training (step / total steps)")
-            ax.set_ylabel("learning rate" + (" (log)" if method == "auto" else ""))
+            ax.set_ylabel(("step size d·lr" if method == "prodigy" else "learning rate")
+                          + (" (log)" if method in LOG_LR_METHODS else ""))
             ax.set_title(_label(method))
         for ax in list(axes.flat)[len(methods):]:
             ax.set_visible(False)
@@ -224,10 +229,13 @@ def fig_lr_schedules(col: Collation, raw: dict[str, dict[str, Any]], out: Path, 
 def fig_switch_lr(col: Collation, raw: dict[str, dict[str, Any]], stats: pd.DataFrame, out: Path,
                   log: Log) -> list[Path]:
     autos = [(k, r) for k, r, _ in _finals(col, raw, "auto") if r.get("switch_lr")]
-    if not autos:
+    # the peers' discovered peaks beside AutoWU's (drawn only where a peer ran: figures of sweeps
+    # without them are unchanged)
+    peers = [(k, r) for m in PEERS for k, r, _ in _finals(col, raw, m, ok_only=True) if r.get("peak_lr")]
+    if not autos and not peers:
         log("skip (c) switch LR vs batch size: no AutoWU run switched")
         return []
-    groups = sorted({(k[0], k[1]) for k, _ in autos})
+    groups = sorted({(k[0], k[1]) for k, _ in [*autos, *peers]})
     fig, axes = _subplots(1, len(groups), figsize=(6.6 * len(groups), 4.8), squeeze=False, layout="constrained")
     for ax, grp in zip(axes[0], groups, strict=True):
         pts = [(k[2], r) for k, r in autos if (k[0], k[1]) == grp]
@@ -239,13 +247,24 @@ def fig_switch_lr(col: Collation, raw: dict[str, dict[str, Any]], stats: pd.Data
                 ax.scatter([b for b, _ in sel], [v for _, v in sel], s=46, facecolors=face,
                            edgecolors=METHOD_COLORS["auto"], zorder=3,
                            label=f"AutoWU switch LR, {'test fired' if kind == 'test' else 'forced at cap'}")
-        ax.plot(sizes, [means[b] for b in sizes], color=METHOD_COLORS["auto"], lw=1.5, alpha=0.8,
-                label="AutoWU (geometric mean over seeds)")
-        b0 = sizes[0]
-        grid = np.geomspace(b0, max(sizes) if len(sizes) > 1 else b0 * 4, 50)
-        ax.plot(grid, means[b0] * grid / b0, "k--", lw=1.2, label="linear rule ∝ B (from the smallest batch)")
-        ax.plot(grid, means[b0] * np.sqrt(grid / b0), "k:", lw=1.5,
-                label="square-root rule ∝ √B (from the smallest batch)")
+        if sizes:
+            ax.plot(sizes, [means[b] for b in sizes], color=METHOD_COLORS["auto"], lw=1.5, alpha=0.8,
+                    label="AutoWU (geometric mean over seeds)")
+            b0 = sizes[0]
+            grid = np.geomspace(b0, max(sizes) if len(sizes) > 1 else b0 * 4, 50)
+            ax.plot(grid, means[b0] * grid / b0, "k--", lw=1.2, label="linear rule ∝ B (from the smallest batch)")
+            ax.plot(grid, means[b0] * np.sqrt(grid / b0), "k:", lw=1.5,
+                    label="square-root rule ∝ √B (from the smallest batch)")
+        peer_sizes: set[int] = set()
+        for method in PEERS:
+            found = [(k[2], r["peak_lr"]) for k, r in peers if (k[0], k[1]) == grp and k[3] == method]
+            if not found:
+                continue
+            bss = sorted({b for b, _ in found})
+            peer_sizes |= set(bss)
+            geo = [float(np.exp(np.mean([math.log(v) for b, v in found if b == bb]))) for bb in bss]
+            ax.plot(bss, geo, color=METHOD_COLORS[method], marker=METHOD_MARKERS[method], lw=1.2, ms=8,
+                    label=f"{_label(method)}: {PEAK_WHAT[method]}")
         fx = stats[(stats["model"] == grp[0]) & (stats["opt"] == grp[1]) & (stats["method"] == "fixed")
                    & stats["peak_lr_mean"].notna()] if len(stats) else stats
         if len(fx):
@@ -253,12 +272,19 @@ def fig_switch_lr(col: Collation, raw: dict[str, dict[str, Any]], stats: pd.Data
                     color=METHOD_COLORS["fixed"], label="fixed warmup: tuned peak LR")
         ax.set_yscale("log")
         all_sizes = sorted(set(sizes) | {int(b) for b in fx["bs"]} if len(fx) else sizes)
+        all_sizes = sorted(set(all_sizes) | peer_sizes)
         _log2_batch_axis(ax, all_sizes)
         ax.set_ylabel("peak / switch LR (log)")
         ax.set_title(f"{grp[0]} / {grp[1]}")
     _fig_legend(fig, axes, ncol=2)
-    fig.suptitle(_title(col, "AutoWU's switch LR vs batch size and the scaling rules"))
+    fig.suptitle(_title(col, "AutoWU's switch LR vs batch size and the scaling rules" if not peers else
+                          "discovered peak LR vs batch size: AutoWU's switch, the peers' and the scaling rules"))
     return [_save(fig, out / "c_switch_lr_scaling.png")]
+
+
+#: what each peer's point in figure (c) is (records' ``peer.peak_lr``)
+PEAK_WHAT: dict[str, str] = {"schedulefree": "its fixed LR", "prodigy": "final estimate d",
+                             "rangetest": "range test's peak (minimum / 10)"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,12 +8,17 @@ from here, so a new method is one ``register(...)`` call::
 
     register(Method("mine", build=build_mine, label="Mine", lr="the peak LR", warmup=True,
                     tuning="per_batch"))
+
+The peers of AutoWU (``autolr.peers``, issue 10) are entries too: Schedule-Free AdamW and Prodigy
+replace the run's optimizer (``replaces_optimizer``, built by ``optimizer``), and the LR range test
+gets its peak from a test train.py runs before training (``stand_ins`` gives the checks made
+before then a value for it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -21,9 +26,11 @@ import torch
 from autolr import schedules
 from autolr.autoplus import AutoWUPlus, AutoWUPlusOptions
 from autolr.autowu import AutoWU, AutoWUOptions
+from autolr.peers import prodigy, schedulefree
 from autolr.scheduler import Option, Scheduler, _check_positive, _check_positive_int, options_of
 
-__all__ = ["Method", "SCHEDULERS", "register", "build_scheduler", "flag_options", "methods_tuned"]
+__all__ = ["Method", "SCHEDULERS", "register", "build_scheduler", "check_settings", "flag_options",
+           "methods_tuned", "RANGETEST_WARMUP_EPOCHS"]
 
 #: how the sweep searches a method's lr: once at the smallest batch B0 and carried to the others by
 #: the method's rule ("b0"), at every batch size ("per_batch"), not at all ("never"), or with one
@@ -37,7 +44,8 @@ class Method:
 
     ``build(optimizer, *, steps_per_epoch, total_epochs, batch_size, **kwargs)`` receives ``lr``
     when ``lr`` is not None, ``warmup_epochs`` when ``warmup``, ``legw_b0`` when ``takes_b0``, and
-    the method's ``options``.
+    the method's ``options``. A method that ``replaces_optimizer`` trains with the optimizer
+    ``optimizer(params, *, total_steps, weight_decay)`` builds, not the run's ``--opt``.
     """
 
     name: str
@@ -49,6 +57,13 @@ class Method:
     options: tuple[Option, ...] = ()
     takes_b0: bool = False  # takes legw_b0, the batch size its lr and warmup were tuned at
     replaces_optimizer: bool = False  # builds its own optimizer (Schedule-Free, Prodigy)
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None  # that optimizer's builder
+    # AutoWU or a variant: its scheduler keeps the GP tests (``history``, ``test_seconds``, ``summary()``,
+    # which go to the record's ``autowu`` block and to TensorBoard) and takes AutoWU's search range
+    autowu_family: bool = False
+    # options train.py sets once training has started (the range test's peak), with the value the
+    # checks made before then build the method with (``check_settings``)
+    stand_ins: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -61,6 +76,11 @@ class Method:
     def __post_init__(self) -> None:
         if self.tuning not in ("b0", "per_batch", "never", "one_run"):
             raise ValueError(f"{self.name}: tuning must be b0, per_batch, never or one_run, got {self.tuning!r}")
+        if self.replaces_optimizer != (self.optimizer is not None):
+            raise ValueError(f"{self.name}: a method that replaces the optimizer gives its builder (optimizer=), "
+                             "and only such a method does")
+        if self.autowu_family and self.lr is not None:
+            raise ValueError(f"{self.name}: AutoWU's family finds its own peak: lr must be None")
 
 
 #: every method ``build_scheduler`` accepts, by name, in the order of tables and figures
@@ -109,7 +129,8 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, steps_per_ep
         if lr is not None:
             hint = f" and set {' / '.join(o.name for o in m.options if o.name.endswith('_lr'))} instead" \
                 if any(o.name.endswith("_lr") for o in m.options) else ""
-            raise ValueError(f"{m.label} finds its own peak LR: drop lr{hint}")
+            why = "finds its own peak LR" if m.autowu_family else "sets its own LR"
+            raise ValueError(f"{m.label} {why}: drop lr{hint}")
     elif lr is None:
         raise ValueError(f"scheduler {name!r} needs lr ({m.lr})")
     else:
@@ -122,7 +143,8 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, steps_per_ep
     if m.warmup:
         kwargs["warmup_epochs"] = warmup_epochs
     elif m.lr is None and warmup_epochs is not None:
-        raise ValueError(f"{m.label} takes no warmup_epochs: its warmup length is adaptive")
+        why = "its warmup length is adaptive" if m.autowu_family else "its warmup is part of the method"
+        raise ValueError(f"{m.label} takes no warmup_epochs: {why}")
     elif warmup_epochs not in (None, 0, 0.0):
         raise ValueError(f"scheduler {name!r} has no warmup; drop warmup_epochs")
     unknown = sorted(set(options) - {o.name for o in m.options})
@@ -132,6 +154,27 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, steps_per_ep
         raise ValueError(f"options {unknown} are {where}, not {name!r}")
     return m.build(optimizer, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs, batch_size=batch_size,
                    **kwargs, **options)
+
+
+def check_settings(name: str, *, steps_per_epoch: int, total_epochs: int, batch_size: int, weight_decay: float,
+                   **options: Any) -> None:
+    """Raise ValueError where a run of method ``name`` with these settings would be refused.
+
+    No data and no model are needed: the method is built on a stand-in parameter, with its own
+    optimizer when it replaces the run's (an ImportError says which package is missing), and the
+    entry's ``stand_ins`` for options only known once training has started. train.py and the
+    sweep check every run this way before anything is written.
+    """
+    m = SCHEDULERS.get(name)
+    if m is None:
+        raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
+    param = torch.zeros(1, requires_grad=True)
+    if m.optimizer is not None:
+        optimizer = m.optimizer([param], total_steps=steps_per_epoch * total_epochs, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.SGD([param], lr=1.0)
+    build_scheduler(name, optimizer, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
+                    batch_size=batch_size, **{**m.stand_ins, **options})
 
 
 def _build_auto(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_epochs: int, batch_size: int,
@@ -146,6 +189,43 @@ def _build_autoplus(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, t
     return AutoWUPlus(optimizer, steps_per_epoch, total_epochs, **options)
 
 
+def _build_schedulefree(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_epochs: int,
+                        batch_size: int) -> Scheduler:
+    # the optimizer warms up by itself and never decays: the scheduler only reports its LR
+    return schedulefree.ScheduleFreeLR(optimizer, steps_per_epoch * total_epochs)  # type: ignore[return-value]
+
+
+def _schedulefree_optimizer(params: Any, *, total_steps: int, weight_decay: float) -> torch.optim.Optimizer:
+    return schedulefree.build_optimizer(params, total_steps=total_steps, weight_decay=weight_decay)
+
+
+def _build_prodigy(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_epochs: int,
+                   batch_size: int) -> Scheduler:
+    return prodigy.ProdigyCosine(optimizer, steps_per_epoch * total_epochs)  # type: ignore[return-value]
+
+
+def _prodigy_optimizer(params: Any, *, total_steps: int, weight_decay: float) -> torch.optim.Optimizer:
+    return prodigy.build_optimizer(params, weight_decay=weight_decay)  # its cosine knows T, not the optimizer
+
+
+#: the range test's schedule after the test: ``fixed``'s default warmup (PEERS.md: "fixed's 5-epoch warmup")
+RANGETEST_WARMUP_EPOCHS = schedules.DEFAULT_WARMUP_EPOCHS
+
+
+def _build_rangetest(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_epochs: int, batch_size: int,
+                     peak_lr: float | None = None) -> Scheduler:
+    """``fixed``'s schedule (linear warmup over 5 epochs, cosine to 0) at the peak the range test found."""
+    if peak_lr is None:
+        raise ValueError("rangetest needs peak_lr, the peak its LR range test found (autolr.peers.rangetest."
+                         "range_test; train.py runs it before training)")
+    warmup = int(round(RANGETEST_WARMUP_EPOCHS * steps_per_epoch))
+    if warmup >= steps_per_epoch * total_epochs:
+        raise ValueError(f"rangetest warms up over {RANGETEST_WARMUP_EPOCHS:g} epochs, which leaves no decay in a "
+                         f"run of {total_epochs} epochs: give it more epochs")
+    return schedules.WarmupCosine(optimizer, steps_per_epoch, total_epochs, peak_lr=peak_lr, warmup_steps=warmup,
+                                  info={"name": "rangetest", "warmup_epochs": float(RANGETEST_WARMUP_EPOCHS)})
+
+
 def _merged(*groups: tuple[Option, ...], drop: tuple[str, ...] = ()) -> tuple[Option, ...]:
     """Options of several groups; a later group's option replaces an earlier one of the same name."""
     out: dict[str, Option] = {}
@@ -156,11 +236,11 @@ def _merged(*groups: tuple[Option, ...], drop: tuple[str, ...] = ()) -> tuple[Op
 
 # -- the methods, in the order of tables and figures ---------------------------------------------------
 register(Method("auto", build=_build_auto, label="AutoWU", lr=None, warmup=False, tuning="never",
-                options=options_of(AutoWUOptions)))
+                options=options_of(AutoWUOptions), autowu_family=True))
 # AutoWU+ takes AutoWU's options but ramp_fraction for max_warmup_fraction, and its own
 register(Method("autoplus", build=_build_autoplus, label="AutoWU+", lr=None, warmup=False, tuning="never",
                 options=_merged(options_of(AutoWUOptions), options_of(AutoWUPlusOptions),
-                                drop=("max_warmup_fraction",))))
+                                drop=("max_warmup_fraction",)), autowu_family=True))
 register(Method("linear", build=schedules.build_linear, label="linear (Goyal)",
                 lr="base LR per 256 examples: peak = lr * B / 256, linear warmup over warmup_epochs",
                 warmup=True, tuning="b0"))
@@ -173,3 +253,13 @@ register(Method("cosine", build=schedules.build_cosine, label="cosine", lr="the 
                 warmup=False, tuning="per_batch"))
 register(Method("constant", build=schedules.build_constant, label="constant", lr="the constant LR",
                 warmup=False, tuning="per_batch"))
+# the peers (autolr.peers; shared/PEERS.md): no lr of theirs is tuned. Schedule-Free's lr 0.0025 is
+# AlgoPerf's fixed default, Prodigy's lr is a multiplier of its estimate fixed at 1, and the range
+# test's peak comes from its own test, charged as one tuning run at its real cost
+register(Method("schedulefree", build=_build_schedulefree, label="Schedule-Free AdamW", lr=None, warmup=False,
+                tuning="never", replaces_optimizer=True, optimizer=_schedulefree_optimizer))
+register(Method("prodigy", build=_build_prodigy, label="Prodigy", lr=None, warmup=False, tuning="never",
+                replaces_optimizer=True, optimizer=_prodigy_optimizer))
+register(Method("rangetest", build=_build_rangetest, label="LR range test", lr=None, warmup=False, tuning="one_run",
+                options=(Option("peak_lr", float, None, "the peak its LR range test found (set by train.py)"),),
+                stand_ins={"peak_lr": 1.0}))

@@ -13,7 +13,10 @@ Reporting rules (shared/REPRODUCTION.md, "Selection and reporting"): final-epoch
 and NLL, mean ± sample std over the final seeds that finished; diverged, failed and missing
 seeds are counted beside the number, never dropped silently; linear/legw tuning at B0 is
 charged once, to the B0 row, and shown again in the total line; a grid that is not complete
-is labelled partial, with counts.
+is labelled partial, with counts. The peers (autolr/peers): Schedule-Free AdamW and Prodigy are
+charged no tuning run; the LR range test one per cell, at the test's own steps and device time
+(each final run makes its own test, inside its run: the mean over the finals is shown), and a
+"Peers" section lists what each peer run found and spent.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ RECORD_COLUMNS = [
     "run_id", "method", "data", "model", "opt", "bs", "seed", "lr", "base_lr", "peak_lr", "warmup_epochs",
     "epochs", "status", "error", "val_acc", "val_loss", "test_acc", "test_loss", "epochs_done", "wall_seconds",
     "device_seconds", "switch_epoch", "switch_step", "switch_lr", "switch_kind", "n_tests", "n_positive_tests",
-    "autowu_test_seconds", "autowu_test_share", "device", "device_name", "world_size", "micro_bs",
+    "autowu_test_seconds", "autowu_test_share", "rangetest_steps", "rangetest_device_s", "device", "device_name",
+    "world_size", "micro_bs",
     "steps_per_epoch", "total_steps", "git_commit", "git_dirty", "finished_at", "is_final", "is_tuning", "path",
 ]
 
@@ -87,9 +91,13 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     if wall is None:
         # a failed run has no timing block, but its epochs still cost device time
         wall = sum(finite_float(e.get("wall_seconds")) or 0.0 for e in epochs) or None
+    peer = rec.get("peer") or {}
+    rt = peer.get("range_test") or {}
     switch_lr = finite_float(aw.get("switch_lr"))
     if method == "auto":
         peak = switch_lr
+    elif peer:
+        peak = finite_float(peer.get("peak_lr"))  # what the peer found or was given (train.peer_summary)
     else:
         peak = finite_float(sched.get("peak_lr", sched.get("lr", cfg.get("lr"))))
     tests = aw.get("tests") or []
@@ -105,7 +113,8 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "model": cfg.get("model"), "opt": cfg.get("opt"), "bs": int(bs) if bs is not None else None,
         "seed": cfg.get("seed"),
         # the peak-defining LR the run ended up with: the flag for baselines, the discovered one for AutoWU
-        "lr": switch_lr if method == "auto" else finite_float(cfg.get("lr")),
+        # and the peers
+        "lr": switch_lr if method == "auto" else peak if peer else finite_float(cfg.get("lr")),
         "base_lr": finite_float(cfg.get("lr")), "peak_lr": peak,
         "warmup_epochs": finite_float(cfg.get("warmup_epochs")),
         "epochs": cfg.get("epochs"), "status": outcome.get("status") or "unknown", "error": outcome.get("error"),
@@ -120,6 +129,7 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "n_positive_tests": sum(bool(t.get("positive")) for t in tests) if aw else None,
         "autowu_test_seconds": test_s if method == "auto" else None,
         "autowu_test_share": share if method == "auto" else None,
+        "rangetest_steps": rt.get("steps"), "rangetest_device_s": finite_float(rt.get("device_seconds")),
         "device": env.get("device"), "device_name": env.get("device_name"), "world_size": world,
         "micro_bs": env.get("micro_bs"), "steps_per_epoch": rec.get("steps_per_epoch"),
         "total_steps": rec.get("total_steps"), "git_commit": (rec.get("git") or {}).get("commit"),
@@ -216,7 +226,8 @@ def _records_frame(rows: Iterable[dict[str, Any]], stages: dict[str, Any] | None
     if not len(df):
         return df
     floats = ["lr", "base_lr", "peak_lr", "warmup_epochs", "val_acc", "val_loss", "test_acc", "test_loss",
-              "wall_seconds", "device_seconds", "switch_epoch", "switch_lr", "autowu_test_seconds", "autowu_test_share"]
+              "wall_seconds", "device_seconds", "switch_epoch", "switch_lr", "autowu_test_seconds", "autowu_test_share",
+              "rangetest_device_s"]
     return df.astype({"bs": "Int64", "world_size": "Int64", **dict.fromkeys(floats, "float64")})
 
 
@@ -432,9 +443,18 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-_FINAL_COLUMNS = ["cell", "run_id", "status", "test_acc", "test_loss", "val_acc", "peak_lr", "base_lr",
+_FINAL_COLUMNS = ["cell", "run_id", "status", "method", "test_acc", "test_loss", "val_acc", "peak_lr", "base_lr",
                   "switch_kind", "switch_epoch", "switch_lr", "autowu_test_seconds", "autowu_test_share",
-                  "device_seconds"]
+                  "rangetest_steps", "rangetest_device_s", "device_seconds"]
+#: cell_stats keys of the peers only: TABLE.csv has them only where a peer ran (the committed tables of
+#: sweeps without peers keep their columns)
+PEER_COLUMNS = ("tuning_steps",)
+
+
+def _one_run(c: Cell) -> bool:
+    """Whether the cell's method tunes itself with a run of its own in each run (the range test)."""
+    scheds = {r.get("method") for r in c.finals if r.get("method")} or {c.key[3]}
+    return any(SCHEDULERS[m].tuning == "one_run" for m in scheds if m in SCHEDULERS)
 
 
 def _per_cell(frame: pd.DataFrame, column: str, agg: Callable[[list[Any]], Any], scale: float = 1.0) -> dict[int, Any]:
@@ -470,6 +490,9 @@ def cell_stats(cells: Iterable[Cell]) -> list[dict[str, Any]]:
     counts = finals.groupby("cell")["status"].value_counts()
     kinds = aw.groupby("cell")["switch_kind"].value_counts()
     tuning_s = _per_cell(tuning, "device_seconds", _device_seconds)
+    # the range test: one test per final run, inside it; the charge is one test at its mean cost
+    test_s = _per_cell(finals, "rangetest_device_s", lambda v: statistics.fmean(v) if v else None)
+    test_steps = _per_cell(finals, "rangetest_steps", lambda v: statistics.fmean(v) if v else None)
     final_s = _per_cell(with_id.drop_duplicates(["cell", "run_id"]), "device_seconds", _device_seconds)
     total_s = _per_cell(union, "device_seconds", _device_seconds)
     base_lrs = _per_cell(finals, "base_lr", lambda v: sorted(set(v)))
@@ -478,6 +501,9 @@ def cell_stats(cells: Iterable[Cell]) -> list[dict[str, Any]]:
         model, opt, bs, method = c.key
         n_ok, n_div, n_fail = (int(counts.get((i, s), 0)) for s in (OK, "diverged", "failed"))
         lrs = base_lrs.get(i, [])
+        one_run = _one_run(c)
+        n_tune = 1 if one_run else len(c.tuning)
+        n_tune_done = int(test_s.get(i) is not None) if one_run else sum(r is not None for r in c.tuning.values())
         out.append({
             "model": model, "opt": opt, "bs": bs, "method": method,
             "n_expected": len(c.finals) + c.missing, "n_done": len(c.finals), "n_finished": n_ok,
@@ -489,8 +515,9 @@ def cell_stats(cells: Iterable[Cell]) -> list[dict[str, Any]]:
             "val_acc_pct_mean": stat["val_acc_pct"].get(i, none)[0],
             "lr": c.chosen_lr if c.chosen_lr is not None else (lrs[0] if len(lrs) == 1 else None),
             "peak_lr_mean": stat["peak_lr"].get(i, none)[0], "peak_lr_std": stat["peak_lr"].get(i, none)[1],
-            "tuning_runs": len(c.tuning), "tuning_runs_done": sum(r is not None for r in c.tuning.values()),
-            "tuning_device_s": tuning_s.get(i, 0), "final_device_s": final_s.get(i, 0),
+            "tuning_runs": n_tune, "tuning_runs_done": n_tune_done,
+            "tuning_device_s": (test_s.get(i) or 0.0) if one_run else tuning_s.get(i, 0),
+            "tuning_steps": test_steps.get(i) if one_run else None, "final_device_s": final_s.get(i, 0),
             "total_device_s": total_s.get(i, 0),
             "switch_epoch_mean": stat["switch_epoch"].get(i, none)[0],
             "switch_epoch_std": stat["switch_epoch"].get(i, none)[1],
@@ -575,6 +602,8 @@ def build_table(sweep_dir: str | Path, write: bool = True) -> tuple[pd.DataFrame
                                       for r in rows]
         df["authors_rerun_autowu_acc_pct"] = [AUTHORS_RERUN_IMAGENET.get((r["model"], r["bs"]))
                                               if r["method"] == "auto" else None for r in rows]
+    if len(df) and df[list(PEER_COLUMNS)].isna().all().all():
+        df = df.drop(columns=list(PEER_COLUMNS))  # no peer here: the columns of a table without them
     if len(df):
         df.insert(0, "sweep", col.sweep)
         df["partial"] = col.partial
@@ -658,18 +687,26 @@ def _md_paper_note() -> str:
             "They are not results of this project and are never averaged with ours.")
 
 
+def _peers_in(methods: Sequence[str]) -> list[str]:
+    return [m for m in methods if m in PEERS]
+
+
 def _md_peak_lr(rows: Rows, methods: list[str]) -> str:
     table = _method_grid(rows, methods,
                          lambda r: "" if r is None else _fmt_pm(r["peak_lr_mean"], r["peak_lr_std"], ".3g"))
+    peers = "".join(PEAK_NOTES[m] for m in _peers_in(methods))
     return ("## Peak LR\n\nAutoWU: the switch LR it discovered; linear / LEGW: the rule applied to the LR tuned "
-            "at B0; fixed: tuned at every batch size.\n\n" + table)
+            "at B0; fixed: tuned at every batch size." + peers + "\n\n" + table)
 
 
 _COST_KEYS = ("tuning_runs", "tuning_runs_done", "tuning_device_s", "total_device_s")
 
 
 def _cost_of(t: Any) -> str:
-    return _cost_cell(*(t[k] for k in _COST_KEYS))
+    steps = t.get("tuning_steps") if isinstance(t, dict) else None
+    cell = _cost_cell(*(t[k] for k in _COST_KEYS))
+    # the range test's charge in steps too: a test is a few dozen steps, not a run
+    return cell if steps is None else cell.replace(") · ", f", {steps:.0f} steps) · ", 1)
 
 
 def _md_tuning_cost(col: Collation, rows: Rows, methods: list[str]) -> str:
@@ -689,9 +726,16 @@ def _md_tuning_cost(col: Collation, rows: Rows, methods: list[str]) -> str:
                     + [f"**{_cost_of(grand.loc[m])}**" if m in grand.index else "" for m in methods])
     tuned_note = ("" if col.stages is not None else
                   " Without stages.json the tuning runs are unknown: only extra LRs found in a cell count.")
+    peers = _peers_in(methods)
+    peer_note = "" if not peers else (
+        " " + " and ".join(METHOD_LABELS[m] for m in peers if SCHEDULERS[m].tuning == "never") + ": no tuning run."
+        if any(SCHEDULERS[m].tuning == "never" for m in peers) else "") + (
+        " LR range test: one tuning run per cell, the test each final run makes before it trains, at its mean "
+        "device time and steps over the finals (inside those runs' own time, so in all as well)."
+        if "rangetest" in peers else "")
     return ("## Tuning cost\n\nPer cell: tune = tuning runs (their device time); all = device time of tuning "
             "and final runs together (a tuning run reused as a final counted once). linear / LEGW tune once at "
-            "B0: that cost sits on the B0 row and again in the total." + tuned_note + "\n\n"
+            "B0: that cost sits on the B0 row and again in the total." + tuned_note + peer_note + "\n\n"
             + _md_table(["model", "opt", "batch"] + [METHOD_LABELS.get(m, m) for m in methods], body,
                         ["l", "l", "r"] + ["r"] * len(methods)))
 
@@ -713,6 +757,52 @@ def _md_autowu_switch(rows: list[dict[str, Any]]) -> str | None:
             "run's wall time.\n\n"
             + _md_table(["model", "opt", "batch", "switch epoch", "switch LR", "fired / forced",
                          "test share of wall", "test seconds"], body, ["l", "l", "r", "r", "r", "c", "r", "r"]))
+
+
+#: the peers (autolr/peers), in the registry's order, and what their peak LR is
+PEERS: tuple[str, ...] = ("schedulefree", "prodigy", "rangetest")
+PEAK_NOTES: dict[str, str] = {
+    "schedulefree": " Schedule-Free AdamW: its fixed LR (AlgoPerf's default), reached by its own warmup and "
+                    "never decayed.",
+    "prodigy": " Prodigy: its final estimate d (× its lr, 1), the peak its cosine would have had with d known "
+               "from the start; the largest step size it took is in the Peers section.",
+    "rangetest": " LR range test: the LR at its test's smoothed-loss minimum / 10, the peak of its 5-epoch "
+                 "warmup and cosine.",
+}
+
+
+def _md_peers(col: Collation) -> str | None:
+    """One line per final run of a peer: the LR it ended with and what it found or spent."""
+    body = []
+    for key, c in col.cells.items():
+        for r in sorted(c.finals, key=lambda r: r.get("seed") or 0):
+            rec = col.raw.get(r.get("run_id") or "")
+            peer = (rec or {}).get("peer")
+            if not peer:
+                continue
+            method = (rec.get("config") or {}).get("sched")
+            if method == "rangetest":
+                t = peer.get("range_test") or {}
+                total = rec.get("total_steps")
+                share = f" ({100 * t['steps'] / total:.1f}% of the run's)" if total and t.get("steps") else ""
+                found = (f"test: {t.get('steps')} steps{share}, {t.get('images')} images, "
+                         f"{_fmt_seconds(finite_float(t.get('device_seconds')))} device time, stop {t.get('stop')}, "
+                         f"smoothed-loss minimum at LR {_fmt_lr(finite_float(t.get('lr_at_min')))}")
+            elif method == "prodigy":
+                found = (f"estimate d {_fmt_lr(finite_float(peer.get('d')))} (from d0 "
+                         f"{_fmt_lr(finite_float(peer.get('d0')))}), largest step size d·lr "
+                         f"{_fmt_lr(finite_float(peer.get('max_step_lr')))}")
+            else:
+                found = (f"warmup {peer.get('warmup_steps')} steps; evaluated at x with batch-norm statistics "
+                         f"recomputed on {peer.get('bn_batches')} training batches")
+            body.append([key[0], key[1], bs_label(key[2]), METHOD_LABELS.get(key[3], key[3]), str(r.get("seed")),
+                         r.get("status") or "", _fmt_lr(finite_float(peer.get("peak_lr"))), found])
+    if not body:
+        return None
+    return ("## Peers\n\nEvery final run of a peer (autolr/peers): the peak LR it ended with (see Peak LR) and "
+            "what it found or spent.\n\n"
+            + _md_table(["model", "opt", "batch", "method", "seed", "status", "peak LR", "found / spent"], body,
+                        ["l", "l", "r", "l", "r", "l", "r", "l"]))
 
 
 def _fmt_pct(x: float | None) -> str:
@@ -815,6 +905,7 @@ def _markdown(col: Collation, rows: list[dict[str, Any]]) -> str:
         _md_peak_lr(by_key, methods),
         _md_tuning_cost(col, by_key, methods),
         _md_autowu_switch(rows),
+        _md_peers(col),
         _md_diagnosis(col),
         _md_tuning_decisions(col),
         _md_notes(col, rows),

@@ -450,3 +450,93 @@ def test_sweep_yaml_sets_expected_grid(tmp_path: Path) -> None:
     df, md = results.build_table(d, write=False)
     assert len(df) == 4 and df["n_expected"].sum() == 8
     assert "PARTIAL — 1/8 final runs done" in md
+
+
+# ---------------------------------------------------------------------------------------------
+# The peers (autolr/peers): their columns, peak LRs, tuning charge, section and figures
+# ---------------------------------------------------------------------------------------------
+def peer_record(run_id: str, method: str, bs: int, seed: int, *, acc: float, peak: float,
+                test_s: float = 4.0, wall: float = 100.0) -> dict[str, Any]:
+    """A peer's record as train.py writes it: no lr or (Schedule-Free, Prodigy) opt in its config,
+    its ``peer`` block (train.peer_summary)."""
+    r = record(run_id, "fixed", bs, seed, peak, acc=acc, wall=wall)
+    r["config"] = {k: v for k, v in r["config"].items() if k != "lr"} | {"sched": method}
+    if method != "rangetest":
+        del r["config"]["opt"]
+    r["schedule"] = {"name": method}
+    if method == "schedulefree":
+        r["peer"] = {"peak_lr": peak, "warmup_steps": 1, "bn_batches": 50}
+    elif method == "prodigy":
+        r["peer"] = {"d": peak, "d0": 1e-6, "d_max": peak, "peak_lr": peak, "max_step_lr": peak / 2, "steps": 80}
+    else:
+        r["schedule"] = {"name": method, "peak_lr": peak}
+        r["peer"] = {"peak_lr": peak, "range_test": {"steps": 20, "images": 20 * bs, "device_seconds": test_s,
+                                                     "wall_seconds": test_s, "stop": "diverged",
+                                                     "lr_at_min": 10 * peak, "peak_lr": peak}}
+    return r
+
+
+@pytest.fixture
+def with_peers(fashion: tuple[Path, dict], tmp_path: Path) -> Path:
+    """The fashion fixture's sweep, and the three peers at every batch size over its three seeds."""
+    d, R = fashion
+    stages = json.loads((d / "stages.json").read_text())
+    peaks = {"schedulefree": lambda bs: 0.0025, "prodigy": lambda bs: 0.004 * bs / 256,
+             "rangetest": lambda bs: 0.002 * (bs / 256) ** 0.5}
+    for method, peak in peaks.items():
+        for bs in (256, 1024, 4096):
+            for s in range(3):
+                r = peer_record(f"{method}{bs}s{s}", method, bs, s, acc=0.78 + 0.01 * s, peak=peak(bs),
+                                test_s=3.0 + s)
+                (d / "runs" / f"{r['run_id']}.json").write_text(json.dumps(r))
+                stages["final_runs"].append({"method": method, "model": "cnn_fashion", "opt": "adamp", "bs": bs,
+                                             "seed": s, "lr": None, "run_id": r["run_id"], "status": "finished"})
+            stages["selection"].append(stage(method, bs, [], None))
+        stages["spec"]["schedulers"][method] = {}
+    (d / "stages.json").write_text(json.dumps(stages))
+    return d
+
+
+def test_peers_in_the_table(with_peers: Path) -> None:
+    df, md = results.build_table(with_peers)
+    for method, peak in (("schedulefree", 0.0025), ("prodigy", 0.004), ("rangetest", 0.002)):
+        r = row(df, method, 256)
+        assert r["n_finished"] == 3 and r["test_acc_pct_mean"] == pytest.approx(79.0)
+        assert r["peak_lr_mean"] == pytest.approx(peak)  # the peer block's peak_lr
+    # Schedule-Free and Prodigy: no tuning run; the range test: one per cell, at its mean test cost
+    assert row(df, "prodigy", 1024)["tuning_runs"] == 0 and row(df, "schedulefree", 1024)["tuning_device_s"] == 0
+    rt = row(df, "rangetest", 1024)
+    assert (rt["tuning_runs"], rt["tuning_runs_done"], rt["tuning_device_s"], rt["tuning_steps"]) == (1, 1, 4.0, 20)
+    assert rt["total_device_s"] == pytest.approx(300.0)  # the three runs, their tests inside
+    assert "| Schedule-Free AdamW | Prodigy | LR range test |" in md
+    assert "tune 1 (4 s, 20 steps) · all 5.0 min" in md and "tune 0 · all 5.0 min" in md
+    assert "Prodigy: its final estimate d" in md and "LR range test: one tuning run per cell" in md
+    assert "## Peers" in md and "test: 20 steps (25.0% of the run's), 5120 images, 3 s device time" in md
+    assert "largest step size d·lr 0.002" in md
+    assert "tuning_steps" in pd_columns(with_peers)
+
+
+def pd_columns(d: Path) -> list[str]:
+    return (d / "TABLE.csv").read_text().splitlines()[0].split(",")
+
+
+def test_tables_without_peers_keep_their_columns(fashion: tuple[Path, dict]) -> None:
+    d, _ = fashion
+    results.build_table(d)
+    assert "tuning_steps" not in pd_columns(d)
+    assert "## Peers" not in (d / "TABLE.md").read_text()
+
+
+def test_peers_in_the_figures(with_peers: Path, tmp_path: Path) -> None:
+    notes: list[str] = []
+    paths = plots.make_figures(with_peers, tmp_path / "plots", log=notes.append)
+    assert {p.name for p in paths} >= {"a_accuracy_vs_batch.png", "b_lr_schedules.png", "c_switch_lr_scaling.png",
+                                      "e_accuracy_vs_compute.png"}
+    for p in paths:
+        assert_real_png(p)
+    # peers alone (no AutoWU run): the discovered-peak figure is still drawn, from the peers
+    (with_peers / "runs" / "auto256s0.json").unlink()
+    for f in with_peers.glob("runs/auto*.json"):
+        f.unlink()
+    paths = plots.make_figures(with_peers, tmp_path / "plots2", log=notes.append)
+    assert "c_switch_lr_scaling.png" in {p.name for p in paths}

@@ -939,3 +939,58 @@ def test_tuning_from_another_sweep_runs_the_finals_at_its_choices(tmp_path: Path
             bad.plan({})
     with pytest.raises(sw.SweepError, match="names this sweep itself"):
         sw.spec_from_dict(base_spec(name="gpu", tuning_from="gpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the peers (autolr/peers): no grid; their own optimizer; the range test charged as one run
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_peers_are_planned_without_grids_and_charged_their_own_way(tmp_path: Path) -> None:
+    spec = sw.spec_from_dict(base_spec(opts=["adamp", "lamb"], batch_sizes=[256, 2048], seeds=2, schedulers={
+        "auto": {}, "schedulefree": {}, "prodigy": {}, "rangetest": {}}))
+    assert not any(spec.is_tuned(m) for m in spec.schedulers) and spec.tuned_bs("rangetest") == ()
+    sweep = sw.Sweep(spec, tmp_path / "results", tmp_path / "ckpt")
+    sweep.validate()  # every run is one train.py accepts (no --opt for the optimizer-replacing peers)
+    plan = sweep.plan({})
+    assert not plan.tuning_runs and not plan.waiting_finals and plan.tuning_done
+    finals = {(r.method, r.opt, r.bs, r.seed): r for r in plan.final_runs}
+    assert len(finals) == 4 * 2 * 2 * 2
+    for m in ("schedulefree", "prodigy"):
+        # their own optimizer: no --opt, so the run of each opt group is one run (run once, shown in both)
+        assert all("--opt" not in r.argv and "--lr" not in r.argv for k, r in finals.items() if k[0] == m)
+        assert finals[(m, "adamp", 256, 0)].run_id == finals[(m, "lamb", 256, 0)].run_id
+        assert finals[(m, "adamp", 256, 0)].run_id != finals[(m, "adamp", 256, 1)].run_id
+        assert "own-optimizer" in finals[(m, "lamb", 256, 0)].label()
+    # the range test keeps the run's optimizer: one run per opt
+    assert finals[("rangetest", "adamp", 256, 0)].run_id != finals[("rangetest", "lamb", 256, 0)].run_id
+    assert "--lr" not in finals[("rangetest", "adamp", 256, 0)].argv
+
+    # records of the range test's runs: its device seconds, read back for the tuning charge
+    sweep.runs_dir.mkdir(parents=True)
+    for (m, _opt, _bs, seed), r in finals.items():
+        test = {"steps": 20, "device_seconds": 2.0 + seed}
+        peer = {"peak_lr": 0.01, "range_test": test} if m == "rangetest" else None
+        rec = {"run_id": r.run_id, "config": {}, "outcome": {"status": "finished", "error": None},
+               "final": {"val_acc": 0.8, "test_acc": 0.8}, "timing": {"wall_seconds": 10.0}, "peer": peer}
+        (sweep.runs_dir / f"{r.run_id}.json").write_text(json.dumps(rec))
+    results = sw.load_results(sweep.runs_dir)
+    doc = sweep.write_stages(sweep.plan(results), results)
+    assert doc["complete"] and doc["missing_runs"] == 0
+    sel = {(e["method"], e["opt"], e["bs"]): e for e in doc["selection"]}
+    assert sel[("rangetest", "adamp", 256)]["reason"] == "its own LR range test, in each run"
+    assert sel[("prodigy", "lamb", 2048)]["reason"] == "not tuned" and not sel[("prodigy", "lamb", 2048)]["tuned"]
+    charge = {(c["method"], c["opt"], c["bs"]): c for c in doc["tuning_charge"]}
+    assert set(charge) == {("rangetest", o, b) for o in ("adamp", "lamb") for b in (256, 2048)}
+    c = charge[("rangetest", "adamp", 256)]
+    assert c["runs"] == 1 and c["wall_seconds"] == 2.5 and len(c["run_ids"]) == 2  # the mean over its 2 finals
+
+
+@pytest.mark.timeout(60)
+def test_peers_take_no_lr_grid_and_are_no_lr_source(tmp_path: Path) -> None:
+    with pytest.raises(sw.SweepError, match="rangetest finds its LR with a run of its own: it takes no lr grid"):
+        sw.spec_from_dict(base_spec(schedulers={"rangetest": {"lr": [0.1]}}))
+    with pytest.raises(sw.SweepError, match="prodigy is never tuned: it takes no lr grid"):
+        sw.spec_from_dict(base_spec(schedulers={"prodigy": {"lr": [0.1]}}))
+    # a control's LR is a switch LR that only AutoWU's family records
+    with pytest.raises(sw.SweepError, match="lr_from 'prodigy' must name a never-tuned method of AutoWU's family"):
+        sw.spec_from_dict(base_spec(schedulers={"prodigy": {}, "fixed@p": {"sched": "fixed", "lr_from": "prodigy"}}))

@@ -61,6 +61,8 @@ SCHED_FLAGS = {
     "cosine": ["--lr", "0.01"],
     "constant": ["--lr", "0.01"],
 }
+#: the peers of AutoWU (autolr/peers): train.py --sched NAME
+PEERS = ("schedulefree", "prodigy", "rangetest")
 # the fields REPRODUCTION.md's "Run records" lists
 RECORD_KEYS = {"schema", "run_id", "config", "git", "env", "outcome", "epochs", "final", "lr_trace", "autowu",
                "timing"}
@@ -151,8 +153,11 @@ def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, worl
     dropped = {o.name for o, _ in flag_options()} - set(method.flags)
     if method.lr is None:
         dropped |= {"lr", "warmup_epochs", "legw_b0"}
+    if method.replaces_optimizer:  # Schedule-Free, Prodigy: their own optimizer, no --opt
+        dropped |= {"opt"}
+        assert "opt" not in rec["config"] and rec["schedule"]["optimizer"]
     assert flags - dropped <= set(rec["config"]), flags - dropped - set(rec["config"])
-    for key in ("model", "opt", "wd", "epochs", "micro_bs", "loader", "label_smoothing", "val_size"):
+    for key in ({"model", "opt", "wd", "epochs", "micro_bs", "loader", "label_smoothing", "val_size"} - dropped):
         assert rec["config"][key] is not None, key
     assert set(rec["git"]) == {"commit", "dirty"}
     env = rec["env"]
@@ -196,6 +201,10 @@ def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, worl
         assert timing["autowu_test_seconds"] == a["test_seconds"]
     else:
         assert rec["autowu"] is None
+    if sched in PEERS:
+        assert rec["peer"]["peak_lr"] > 0
+    else:
+        assert rec.get("peer") is None
 
 
 def free_port() -> int:
@@ -529,6 +538,20 @@ BAD_INPUTS = {
     "validation set larger than the data": (["--val-size", "70000", "--subset", "512"],
                                             "the validation split must leave some for training; pick a --val-size "
                                             "from 1 to 59999"),
+    # the peers (issue 10): their own optimizer, LR and warmup
+    "opt with schedulefree": (["--sched", "schedulefree", "--opt", "adamw"],
+                              "--opt is not accepted with --sched schedulefree: Schedule-Free AdamW trains with its "
+                              "own optimizer"),
+    "opt with prodigy": (["--sched", "prodigy", "--opt", "adamp"], "--opt is not accepted with --sched prodigy"),
+    "lr with rangetest": (["--sched", "rangetest", "--lr", "0.1"], "--lr is not accepted with --sched rangetest"),
+    "warmup with prodigy": (["--sched", "prodigy", "--warmup-epochs", "2"],
+                            "--warmup-epochs is not accepted with --sched prodigy"),
+    "AutoWU's range with a peer": (["--sched", "schedulefree", "--init-lr", "1e-4"],
+                                   "--init-lr is for --sched auto/autoplus only, not schedulefree"),
+    "AutoWU's option with a baseline": (["--sched", "fixed", "--lr", "0.1", "--decay", "constant_cosine"],
+                                        "--decay is for --sched auto/autoplus only, not fixed"),
+    "rangetest within its warmup": (["--sched", "rangetest", "--epochs", "5"],
+                                    "rangetest warms up over 5 epochs, which leaves no decay in a run of 5 epochs"),
 }
 
 
@@ -765,3 +788,180 @@ def test_diverged_run_is_recorded(tmp_path: Path, fashion_root: Path) -> None:
     assert rec["epochs"][-1]["train_loss"] is None and rec["epochs"][-1]["nonfinite_steps"] == 2
     assert rec["final"]["epochs_done"] == 2 and rec["final"]["test_loss"] is None
     assert "NaN" not in (tmp_path / "out" / f"{rec['run_id']}.json").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. The peers (autolr/peers): Schedule-Free AdamW, Prodigy + cosine, the LR range test
+# ---------------------------------------------------------------------------------------------
+# 6 epochs of 4 steps: the range test's schedule warms up over 5 of them
+PEER_EPOCHS = 6
+PEER_FLAGS = [*FASHION, "--epochs", str(PEER_EPOCHS)]
+
+
+def _strip_peer_timing(rec: dict[str, Any]) -> dict[str, Any]:
+    """_strip_timing, and the range test's own seconds (a resumed run carries the first process's)."""
+    rec = _strip_timing(rec)
+    test = (rec.get("peer") or {}).get("range_test")
+    if test is not None:
+        test.pop("wall_seconds")
+        test.pop("device_seconds")
+    return rec
+
+
+def _checkpoint(tmp: Path, rec: dict[str, Any]) -> dict[str, Any]:
+    return torch.load(tmp / "ckpt" / rec["run_id"] / "last.pt", map_location="cpu", weights_only=False)
+
+
+@needs_fashion
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sched", PEERS)
+def test_peer_end_to_end(sched: str, tmp_path: Path, fashion_root: Path) -> None:
+    from autolr.peers import schedulefree
+
+    rc, rec = run_main(tmp_path, fashion_root, *PEER_FLAGS, "--loader", "tensor", "--sched", sched, "--keep-ckpt")
+    assert rc == 0 and rec is not None
+    steps, total = SUBSET // BS, SUBSET // BS * PEER_EPOCHS
+    check_record(rec, epochs=PEER_EPOCHS, steps_per_epoch=steps, test_n=10000, val_n=VAL)
+    lrs, peer, ckpt = rec["lr_trace"]["lr"], rec["peer"], _checkpoint(tmp_path, rec)
+    if sched == "schedulefree":
+        # AlgoPerf's configuration: lr 0.0025 after a warmup of int(0.015 T) steps (none at T = 24)
+        assert rec["schedule"]["optimizer"] == "AdamWScheduleFree" and rec["schedule"]["warmup_steps"] == 0
+        assert lrs == [schedulefree.ALGOPERF["lr"]] * total and peer["peak_lr"] == schedulefree.ALGOPERF["lr"]
+        assert peer["bn_batches"] == steps * BS // MICRO  # every micro-batch of an epoch (fewer than 50)
+        # saved at x, in eval mode: the model a user wants, and the state a resume expects
+        assert ckpt["optimizer"]["param_groups"][0]["train_mode"] is False
+    elif sched == "prodigy":
+        # the trace is the step size d·lr: d0 = 1e-6 at the cosine's start, d growing, the cosine to 0
+        assert rec["schedule"]["optimizer"] == "Prodigy"
+        assert lrs[0] == pytest.approx(1e-6, rel=1e-12) and max(lrs) > 10 * lrs[0]
+        assert peer["d"] == peer["peak_lr"] == ckpt["optimizer"]["param_groups"][0]["d"] > peer["d0"] == 1e-6
+        assert peer["max_step_lr"] == max(lrs) and peer["steps"] == total
+        ds = [lr / (0.5 * (1 + math.cos(math.pi * s / total))) for s, lr in enumerate(lrs)]
+        assert all(b >= a * (1 - 1e-9) for a, b in zip(ds, ds[1:], strict=False)), "d never decreases"
+    else:
+        test = peer["range_test"]
+        # its cost: its steps (at most 20 here: T // 10 < 20), the images they took, its device time
+        assert test["steps"] == len(test["lrs"]) == len(test["losses"]) <= 20
+        assert test["images"] == test["steps"] * BS and 0 < test["device_seconds"] == test["wall_seconds"]
+        assert rec["timing"]["wall_seconds"] > test["wall_seconds"]  # the run's time includes its test
+        assert peer["peak_lr"] == test["peak_lr"] == test["lr_at_min"] / 10 == rec["schedule"]["peak_lr"]
+        assert test["stop"] in ("completed", "diverged", "nonfinite")
+        assert rec["schedule"]["warmup_steps"] == 5 * steps
+        assert lrs == pytest.approx([_warmup_cosine(s, peer["peak_lr"], 5 * steps, total) for s in range(total)],
+                                    rel=1e-12)
+        assert ckpt["range_test"]["peak_lr"] == peer["peak_lr"]
+
+
+@needs_fashion
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("loader", ["tensor", pytest.param("ffcv", marks=needs_ffcv)])
+def test_rangetest_restores_the_weights_and_trains_as_fixed_at_its_peak(loader: str, tmp_path: Path,
+                                                                         fashion_root: Path) -> None:
+    """The test runs from the initial weights and restores everything: the training after it is
+    bitwise that of `fixed` with the same peak and 5-epoch warmup, with no test before it."""
+    flags = [*PEER_FLAGS, "--loader", loader, "--keep-ckpt"]
+    rc, rt = run_main(tmp_path / "rangetest", fashion_root, *flags, "--sched", "rangetest")
+    assert rc == 0 and rt is not None
+    peak = rt["peer"]["peak_lr"]
+    rc, fx = run_main(tmp_path / "fixed", fashion_root, *flags, "--sched", "fixed", "--lr", repr(peak),
+                      "--warmup-epochs", "5")
+    assert rc == 0 and fx is not None
+    assert rt["lr_trace"] == fx["lr_trace"]
+    a, b = _strip_timing(rt), _strip_timing(fx)
+    assert a["epochs"] == b["epochs"] and a["final"] == b["final"]
+    ca, cb = _checkpoint(tmp_path / "rangetest", rt), _checkpoint(tmp_path / "fixed", fx)
+    _tensors_equal(ca["model"], cb["model"], "model")
+    _tensors_equal(ca["optimizer"]["state"], cb["optimizer"]["state"], "optimizer")
+    _tensors_equal(ca["rng"]["torch"], cb["rng"]["torch"], "rng")
+
+
+@needs_fashion
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sched", PEERS)
+def test_peer_resumes_exactly(sched: str, tmp_path: Path, fashion_root: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Stopped after its second checkpoint and resumed: the record and the final weights and
+    optimizer state (Schedule-Free's z and x, Prodigy's d and p0) of an uninterrupted run; the
+    range test is not run again, its result comes from the checkpoint."""
+    from autolr.peers import rangetest
+
+    flags = [*PEER_FLAGS, "--loader", "tensor", "--sched", sched, "--keep-ckpt", "--resume"]
+    rc, ref = run_main(tmp_path / "uninterrupted", fashion_root, *flags)
+    assert rc == 0 and ref is not None
+
+    save = train.save_checkpoint
+
+    def save_then_stop(st: Any, epoch: int) -> None:
+        save(st, epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*flags, *_dirs(tmp_path / "resumed", fashion_root)])
+    assert "stopped by SIGINT; the checkpoint after epoch 2" in capsys.readouterr().err
+    monkeypatch.setattr(train, "save_checkpoint", save)
+
+    def no_second_test(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the range test ran again on resume")
+
+    monkeypatch.setattr(rangetest, "range_test", no_second_test)
+    rc, resumed = run_main(tmp_path / "resumed", fashion_root, *flags)
+    assert rc == 0 and resumed is not None
+    assert "resuming run" in capsys.readouterr().out
+    a, b = _strip_peer_timing(resumed), _strip_peer_timing(ref)
+    for rec in (a, b):  # the two ran into other folders
+        rec["config"] = {k: v for k, v in rec["config"].items() if k not in config.operational_keys()}
+    assert a == b
+    a, b = _checkpoint(tmp_path / "uninterrupted", ref), _checkpoint(tmp_path / "resumed", resumed)
+    _tensors_equal(a["model"], b["model"], "model")
+    _tensors_equal(a["optimizer"], b["optimizer"], "optimizer")
+    assert a["scheduler"] == b["scheduler"]
+
+
+@needs_fashion
+@pytest.mark.timeout(300)
+def test_schedulefree_evaluates_at_x_with_recomputed_batch_norm(tmp_path: Path, fashion_root: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every evaluation (and the checkpoint after it) is at x, in eval mode, with BN statistics
+    recomputed there on that epoch's training batches; every epoch trains at y in train mode."""
+    import itertools
+
+    from autolr.peers import batchnorm
+
+    def bn_stats(model: Any) -> list[torch.Tensor]:
+        return [t.clone() for m in batchnorm.bn_layers(model) for t in (m.running_mean, m.running_var)]
+
+    seen: list[tuple[str, Any]] = []
+    real_epoch, real_evaluate = train.train_one_epoch, train.evaluate
+
+    def one_epoch(st: Any, epoch: int) -> Any:
+        out = real_epoch(st, epoch)
+        assert st.optimizer.param_groups[0]["train_mode"], "trained at y"
+        seen.append(("train", epoch))
+        # the statistics training gathered at y, which evaluation must not use
+        seen.append(("stats at y", bn_stats(st.model)))
+        return out
+
+    def evaluate(st: Any, split: str) -> Any:
+        assert not st.optimizer.param_groups[0]["train_mode"], f"{split} evaluated at x"
+        epoch = seen[-2][1] if seen[-1][0] == "stats at y" else None
+        if split == "val":
+            # the statistics are those of x, recomputed now on this epoch's first training batches
+            check = copy.deepcopy(st.model)
+            st.loaders["train"].set_epoch(epoch)
+            batches = list(itertools.islice(train.pinned(st.loaders["train"], st.s.threads), st.bn_batches))
+            batchnorm.recompute_bn_stats(check, batches, st.bn_batches)
+            _tensors_equal(bn_stats(st.model), bn_stats(check), "BN statistics at x")
+            assert not all(torch.equal(u, v) for u, v in zip(bn_stats(st.model), seen[-1][1], strict=True))
+        seen.append((split, None))
+        return real_evaluate(st, split)
+
+    monkeypatch.setattr(train, "train_one_epoch", one_epoch)
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    rc, rec = run_main(tmp_path, fashion_root, *FASHION, "--epochs", "3", "--loader", "tensor",
+                       "--sched", "schedulefree")
+    assert rc == 0 and rec is not None
+    order = [what for what, _ in seen if what != "stats at y"]
+    assert order == ["train", "val", "train", "val", "train", "val", "test"]
+    assert rec["peer"]["bn_batches"] == SUBSET // MICRO

@@ -11,7 +11,11 @@ smallest batch size) and ``fixed`` (and any other tuned scheduler) at every batc
 ``tuning_seed``; a best value on a grid's edge extends the grid one step that way (at most
 ``max_extensions`` times). ``final``: every scheduler at every batch size over the final seeds,
 with the chosen LR (``auto`` needs none). A final run with the tuning seed has the config of its
-tuning run, hence its run_id, and reuses that record.
+tuning run, hence its run_id, and reuses that record. The peers (autolr/peers) have no grid:
+``schedulefree`` and ``prodigy`` are never tuned, and ``rangetest`` tunes itself with an LR range
+test inside each run, charged one tuning run at the test's cost. ``schedulefree`` and ``prodigy``
+bring their own optimizer: their runs take no ``--opt`` and are the same runs in every ``opts``
+group.
 
 Method labels. A ``schedulers:`` key is the method's label in stages.json and the tables; ``sched:``
 names the registered scheduler (default: the key itself), so one scheduler can appear as several
@@ -58,7 +62,8 @@ messages, lr_from (controls)},
 ``final_runs``: [{method, sched, model, opt, bs, seed, lr, run_id, status (finished | diverged | failed |
 missing | skipped), tuning_run (the record is the grid's tuning run); controls add lr_from, lr_from_run
 (the source run's id) and, while waiting or when skipped, why}],
-``tuning_charge``: one entry per grid, and one per control cell with runs 0: {method, sched, model, opt,
+``tuning_charge``: one entry per grid, one per range-test cell with runs 1 (wall_seconds: its finals'
+mean test device seconds), and one per control cell with runs 0: {method, sched, model, opt,
 bs, run_ids, runs, wall_seconds, charged (once per grid | per batch size | none beyond <label>'s own
 run), covers_bs}.
 """
@@ -87,10 +92,18 @@ from autolr.sweep.executors import (
 from autolr.sweep.plan import STAGES_SCHEMA, Plan, Sweep
 from autolr.sweep.protocol import TUNING_SEED, GridState, decide_grid, extension_value, pick_lr, selection_score
 from autolr.sweep.runs import Run, RunResult, check_run, load_results, read_record
-from autolr.sweep.spec import NEVER_TUNED, TUNED_AT_B0, SweepError, SweepSpec, load_spec, spec_from_dict
+from autolr.sweep.spec import (
+    NEVER_TUNED,
+    TUNED_AT_B0,
+    TUNED_BY_OWN_RUN,
+    SweepError,
+    SweepSpec,
+    load_spec,
+    spec_from_dict,
+)
 
 __all__ = [
-    "SweepError", "SweepSpec", "load_spec", "spec_from_dict", "TUNED_AT_B0", "NEVER_TUNED",
+    "SweepError", "SweepSpec", "load_spec", "spec_from_dict", "TUNED_AT_B0", "NEVER_TUNED", "TUNED_BY_OWN_RUN",
     "Run", "RunResult", "check_run", "read_record", "load_results",
     "TUNING_SEED", "selection_score", "pick_lr", "extension_value", "GridState", "decide_grid",
     "STAGES_SCHEMA", "Plan", "Sweep",

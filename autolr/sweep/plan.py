@@ -18,7 +18,7 @@ from autolr.records import finite_or_none
 from autolr.registry import SCHEDULERS
 from autolr.sweep.protocol import GridState, decide_grid
 from autolr.sweep.runs import Run, RunResult, _flags_to_argv, _run_id, check_run
-from autolr.sweep.spec import NEVER_TUNED, TUNED_AT_B0, SweepError, SweepSpec
+from autolr.sweep.spec import TUNED_AT_B0, TUNED_BY_OWN_RUN, SweepError, SweepSpec
 
 STAGES_SCHEMA = 1
 
@@ -116,7 +116,11 @@ class Sweep:
         flags: dict[str, Any] = {"data": s.data, "model": model, "opt": opt, "bs": bs, "seed": seed, "sched": sched,
                                  "epochs": s.epochs, "subset": s.subset}
         flags.update({k: v for k, v in s.schedulers[method].items() if k not in ("lr", "sched", "lr_from")})
-        if sched not in NEVER_TUNED:
+        if SCHEDULERS[sched].replaces_optimizer:
+            # it trains with its own optimizer (train.py refuses --opt): one run_id for every opt of the
+            # sweep, run once, shown in each opt's rows of the tables
+            del flags["opt"]
+        if SCHEDULERS[sched].lr is not None:
             flags["lr"] = float(lr)  # type: ignore[arg-type]
         if SCHEDULERS[sched].takes_b0:
             flags["legw_b0"] = s.b0
@@ -172,7 +176,8 @@ class Sweep:
         seed = max(*s.seeds, s.tuning_seed)
         for method, o in s.schedulers.items():
             # a control's LR comes later; any positive value checks the rest of its flags
-            lrs: Sequence[float | None] = ([None] if s.sched_of(method) in NEVER_TUNED else o.get("lr", (0.01,)))
+            lrs: Sequence[float | None] = ([None] if SCHEDULERS[s.sched_of(method)].lr is None
+                                           else o.get("lr", (0.01,)))
             for model in s.models:
                 for opt in s.opts:
                     for bs in s.batch_sizes:
@@ -261,6 +266,10 @@ class Sweep:
                             e.update(tuned=False, tuned_at_bs=None, grid=[], trials=[], extensions=[],
                                      chosen_lr=None, reason=f"lr from {s.lr_from(method)} (each seed: the switch LR "
                                      "of its final run)", capped=False, messages=[], lr_from=s.lr_from(method))
+                        elif s.sched_of(method) in TUNED_BY_OWN_RUN:
+                            e.update(tuned=False, tuned_at_bs=None, grid=[], trials=[], extensions=[],
+                                     chosen_lr=None, reason="its own LR range test, in each run", capped=False,
+                                     messages=[])
                         elif not s.is_tuned(method):
                             e.update(tuned=False, tuned_at_bs=None, grid=[], trials=[], extensions=[],
                                      chosen_lr=None, reason="not tuned", capped=False, messages=[])
@@ -317,6 +326,21 @@ class Sweep:
                            "run_ids": ids, "runs": len(ids), "wall_seconds": sum(secs) if secs else None,
                            "charged": "once per grid" if at_b0 else "per batch size",
                            "covers_bs": list(s.batch_sizes) if at_b0 else [tbs]})
+        # the range test: one tuning run per cell, the test each final run makes before it trains (its
+        # steps and device seconds are in the run's record; here the mean over the finals that have one)
+        for method in s.schedulers:
+            if s.sched_of(method) not in TUNED_BY_OWN_RUN:
+                continue
+            for model in s.models:
+                for opt in s.opts:
+                    for bs in s.batch_sizes:
+                        ids = [self.make_run("final", method, model, opt, bs, seed, None).run_id for seed in s.seeds]
+                        secs = [results[i].tuning_seconds for i in ids
+                                if i in results and results[i].tuning_seconds is not None]
+                        charge.append({"method": method, "sched": s.sched_of(method), "model": model, "opt": opt,
+                                       "bs": bs, "run_ids": ids, "runs": 1,
+                                       "wall_seconds": sum(secs) / len(secs) if secs else None,
+                                       "charged": "one range test per run, inside it", "covers_bs": [bs]})
         # a control reads its LR off runs the sweep makes anyway: no tuning run of its own
         for method in s.schedulers:
             src = s.lr_from(method)

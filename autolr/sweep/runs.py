@@ -78,10 +78,8 @@ def check_run(argv: Sequence[str], world: int = 1) -> None:
     sizes, the batch over processes and micro-batches, the model on this dataset's images, and the
     schedule's settings on a stand-in optimizer. Keep in step with train.py's ``train``.
     """
-    import torch
-
-    from autolr import build_scheduler
     from autolr.data import DataError, dataset_info
+    from autolr.registry import check_settings
 
     args, cfg, _ = _resolve(tuple(argv))
     try:
@@ -106,11 +104,10 @@ def check_run(argv: Sequence[str], world: int = 1) -> None:
     if why is not None:
         raise SweepError(why)
     try:
-        # the scheduler's options exactly as train.py builds them
-        build_scheduler(cfg.sched, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
-                        steps_per_epoch=max(1, info["train_size"] // bs), total_epochs=cfg.epochs, batch_size=bs,
-                        **cfg.scheduler_options())
-    except ValueError as err:
+        # the scheduler's options (and a peer's own optimizer) exactly as train.py checks them
+        check_settings(cfg.sched, steps_per_epoch=max(1, info["train_size"] // bs), total_epochs=cfg.epochs,
+                       batch_size=bs, weight_decay=cfg.wd, **cfg.scheduler_options())
+    except (ValueError, OverflowError, ImportError) as err:
         raise SweepError(str(err)) from None
 
 
@@ -131,8 +128,12 @@ class Run:
     lr_from_run: str | None = None  # a control: the run whose switch LR this run takes
 
     def label(self) -> str:
+        from autolr.registry import SCHEDULERS
+
         lr = "" if self.lr is None else f" lr {self.lr:g}"
-        return f"{self.method} {self.model} {self.opt} bs {self.bs} seed {self.seed}{lr}"
+        m = SCHEDULERS.get(self.sched)
+        opt = "own-optimizer" if m is not None and m.replaces_optimizer else self.opt
+        return f"{self.method} {self.model} {opt} bs {self.bs} seed {self.seed}{lr}"
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class RunResult:
     recorded: bool = True
     error: str | None = None
     switch_lr: float | None = None  # AutoWU's record: the LR it switched to decay at
+    tuning_seconds: float | None = None  # the LR range test's device seconds inside the run (rangetest)
 
     @property
     def score(self) -> float:
@@ -164,7 +166,8 @@ def read_record(path: Path) -> RunResult | None:
         return RunResult(status=status, val_acc=final.get("val_acc"), test_acc=final.get("test_acc"),
                          wall_seconds=(rec.get("timing") or {}).get("wall_seconds"),
                          error=(rec.get("outcome") or {}).get("error"),
-                         switch_lr=(rec.get("autowu") or {}).get("switch_lr"))
+                         switch_lr=(rec.get("autowu") or {}).get("switch_lr"),
+                         tuning_seconds=((rec.get("peer") or {}).get("range_test") or {}).get("device_seconds"))
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -25,8 +25,11 @@ from autolr.registry import SCHEDULERS, methods_tuned
 REPO = Path(__file__).resolve().parents[2]
 #: schedulers whose LR is searched once at B0 and then carried to other batch sizes by their rule
 TUNED_AT_B0 = methods_tuned("b0")
-#: schedulers that are never tuned (AutoWU finds its own peak)
+#: schedulers that are never tuned (AutoWU finds its own peak; Schedule-Free and Prodigy take none)
 NEVER_TUNED = methods_tuned("never")
+#: schedulers that find their LR with a run of their own inside each training run (the LR range
+#: test): no grid, charged one tuning run at the test's own cost
+TUNED_BY_OWN_RUN = methods_tuned("one_run")
 #: flags the sweep sets itself per run: a sweep file may not set them in train_args
 _MANAGED = config.sweep_keys()
 #: flags a scheduler entry may not set either: where and what the sweep runs (a scheduler's own
@@ -79,8 +82,10 @@ class SweepSpec:
         return None if src is None else str(src)
 
     def is_tuned(self, method: str) -> bool:
-        """Whether ``method`` searches an LR grid (not AutoWU and its variants, not an lr_from control)."""
-        return self.sched_of(method) not in NEVER_TUNED and self.lr_from(method) is None
+        """Whether ``method`` searches an LR grid (not AutoWU and its variants, not the peers, not an
+        lr_from control)."""
+        return (self.sched_of(method) not in (*NEVER_TUNED, *TUNED_BY_OWN_RUN)
+                and self.lr_from(method) is None)
 
     def tuned_bs(self, method: str) -> tuple[int, ...]:
         """The batch sizes at which ``method``'s LR grid is searched."""
@@ -255,15 +260,16 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
         if "legw_b0" in o:
             raise SweepError(f"{where}: {method}: legw_b0 is the sweep's B0 (its smallest batch size)")
         if "lr_from" in o:
-            if sched in NEVER_TUNED or sched in TUNED_AT_B0:
+            if SCHEDULERS[sched].lr is None or sched in TUNED_AT_B0:
                 raise SweepError(f"{where}: {method}: lr_from is for a scheduler whose --lr is the peak LR "
                                  f"(not {sched})")
             if "lr" in o:
                 raise SweepError(f"{where}: {method}: lr_from takes the LR from another method's runs: "
                                  "give no lr grid")
-        elif sched in NEVER_TUNED:
+        elif sched in NEVER_TUNED or sched in TUNED_BY_OWN_RUN:
             if "lr" in o:
-                raise SweepError(f"{where}: {method} is never tuned: it takes no lr grid")
+                how = "is never tuned" if sched in NEVER_TUNED else "finds its LR with a run of its own"
+                raise SweepError(f"{where}: {method} {how}: it takes no lr grid")
         else:
             values = _as_list(o.get("lr"), f"{where}: {method}: lr") if "lr" in o else []
             grid = [_number(v, f"{where}: {method}: the lr grid") for v in values]
@@ -281,9 +287,12 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
             raise SweepError(f"{where}: {method}: lr_from {src!r} is not a scheduler label of this sweep "
                              f"({', '.join(schedulers)})")
         src_o = schedulers[src]
-        if src_o.get("sched", src) not in NEVER_TUNED or "lr_from" in src_o:
-            raise SweepError(f"{where}: {method}: lr_from {src!r} must name a never-tuned method "
-                             f"({', '.join(NEVER_TUNED)} or a variant of one): its runs find their own LR")
+        # the LR is the source run's switch LR (its record's autowu block): AutoWU's family only
+        if not SCHEDULERS[src_o.get("sched", src)].autowu_family or "lr_from" in src_o:
+            family = [n for n, m in SCHEDULERS.items() if m.autowu_family]
+            raise SweepError(f"{where}: {method}: lr_from {src!r} must name a never-tuned method of AutoWU's "
+                             f"family ({', '.join(family)} or a variant of one): its runs record the switch LR "
+                             "it takes")
     tuning_from = raw.get("tuning_from")
     if tuning_from is not None and (not isinstance(tuning_from, str)
                                     or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", tuning_from)):
