@@ -29,8 +29,8 @@ step, the DDP protocol, the GP test, the state and the records) and changes exac
 - ``max_growth``: whatever the budget, the ramp grows by at most this factor per step (its
   ``accel`` power while flat), and flatness is checked from the third step on. With 2 steps per
   epoch a ramp sized by the budget alone climbs x10 per step and reaches ``max_lr`` before the
-  first test (dev round 8); bounded, it may end at the cap below ``max_lr``, where the switch
-  takes the candidate as usual;
+  first test (dev round 8). Slowed by the bound, the ramp's cap moves out to the step where it
+  reaches ``max_lr``, at most half the budget (AutoWU's cap);
 - at the cap the switch uses the same candidate computed on the whole history, never the
   current LR, and rolls back like any other switch.
 """
@@ -60,14 +60,14 @@ class AutoWUPlusOptions:
 
     ramp_fraction: float = option(0.25, "the ramp's share of all steps (the switch is forced there)", flag=True)
     candidate: str = option("smoothed", "how the new LR is read", choices=CANDIDATES, flag=True)
-    lr_factor: float = option(1.0, "switch LR = candidate x this", flag=True)
+    lr_factor: float = option(0.5, "switch LR = candidate x this", flag=True)
     test_fraction: float = option(0.01, "a test every this share of steps", flag=True)
     patience: int = option(3, "consecutive positive tests needed to switch", flag=True)
     div_factor: float = option(1.5, "switch when the recent loss exceeds this x the smoothed minimum (0: off)",
                                flag=True)
-    rollback: bool = option(False, "at the switch, back to the weights at the loss minimum", flag=True)
-    accel: float = option(1.0, "the ramp climbs this many times faster while the loss is flat", flag=True)
-    max_growth: float = option(0.0, "the ramp grows at most this factor per step, its accel power while "
+    rollback: bool = option(True, "at the switch, back to the weights at the loss minimum", flag=True)
+    accel: float = option(3.0, "the ramp climbs this many times faster while the loss is flat", flag=True)
+    max_growth: float = option(1.5, "the ramp grows at most this factor per step, its accel power while "
                                     "flat (0: no bound)", flag=True)
     min_test_points: int = option(8, "no test before this many losses")
     smooth_fraction: float = option(0.05, "the moving average spans this share of the history")
@@ -177,6 +177,17 @@ class AutoWUPlus(AutoWU):
                          max_warmup_fraction=self.ramp_fraction, decay=decay, patience=patience,
                          **autowu_options)
         self.test_every = max(1, int(round(self.test_fraction * self.total_steps)))
+        # the pace the budget asks for: init_lr to max_lr over ramp_fraction of the steps, at most
+        # max_growth per step
+        span = math.log(self.max_lr / self.init_lr)
+        self._rate = span / max(self.max_warmup_steps, 1)
+        if self.max_growth is not None and self._rate > math.log(self.max_growth):
+            self._rate = math.log(self.max_growth)
+            # slowed by the bound, the ramp keeps the steps it needs to reach max_lr, up to AutoWU's
+            # cap of half the budget: a 30-step budget would otherwise be forced to switch far below
+            # any useful LR
+            self.max_warmup_steps = max(self.max_warmup_steps,
+                                        min(self.total_steps // 2, math.ceil(span / self._rate - 1e-9)))
         # the ramp's log-LR of every step so far: it climbs accel times faster while the loss is flat
         self._ramp_log = [math.log(self.init_lr)]
         self._fast = self.accel > 1.0
@@ -184,12 +195,9 @@ class AutoWUPlus(AutoWU):
     def _warmup_lr(self, step: int) -> float:
         if not hasattr(self, "_ramp_log"):  # during AutoWU.__init__: step 0
             return super()._warmup_lr(step)
-        rate = math.log(self.max_lr / self.init_lr) / max(self.max_warmup_steps, 1)
-        if self.max_growth is not None:
-            rate = min(rate, math.log(self.max_growth))
         top = math.log(self.max_lr)
         while len(self._ramp_log) <= step:
-            self._ramp_log.append(min(top, self._ramp_log[-1] + rate * (self.accel if self._fast else 1.0)))
+            self._ramp_log.append(min(top, self._ramp_log[-1] + self._rate * (self.accel if self._fast else 1.0)))
         return math.exp(self._ramp_log[step])
 
     def _lr_from_x(self, x: float, lr_now: float) -> float:
@@ -219,6 +227,9 @@ class AutoWUPlus(AutoWU):
             elif flat_check:
                 self._flush_epoch_losses()
                 self._check_flat()
+                if self.rollback:  # the fast ramp can pass the minimum before the first test
+                    window = max(3, int(round(self.smooth_fraction * len(self.losses))))
+                    self._keep_snapshot(s, smoothed_argmin(np.asarray(self.losses, dtype=np.float64), window))
         self._apply(self._lr(s))
 
     def _check_flat(self) -> bool:
@@ -247,13 +258,17 @@ class AutoWUPlus(AutoWU):
         i = last.get("smoothed_argmin_step")
         if self.phase == "decay":
             self._roll_back(i)
-        elif i is not None and i >= len(self.losses) - max(2, self.test_every):
-            # the loss is still at its lowest: these weights are the ones to come back to
+        else:
+            self._keep_snapshot(step, i)
 
-            snap = {"step": step, "params": [p.detach().clone() for g in self.optimizer.param_groups
-                                             for p in g["params"]],
-                    "opt": copy.deepcopy(self.optimizer.state_dict()["state"])}
-            self._snapshots = (self._snapshots + [snap])[-3:]
+    def _keep_snapshot(self, step: int, argmin: int | None) -> None:
+        """While the loss is still at its lowest, keep these weights to come back to (the last three)."""
+        if argmin is None or argmin < len(self.losses) - max(2, self.test_every):
+            return
+        snap = {"step": step, "params": [p.detach().clone() for g in self.optimizer.param_groups
+                                         for p in g["params"]],
+                "opt": copy.deepcopy(self.optimizer.state_dict()["state"])}
+        self._snapshots = (self._snapshots + [snap])[-3:]
 
     def _roll_back(self, argmin: int | None) -> None:
         if argmin is None:

@@ -131,7 +131,7 @@ class RunConfig:
     candidate: str | None = setting(None, "autoplus: how the new LR is read", group="schedule",
                                     choices=("smoothed", "gp"), sweep=True, scheds=("autoplus",), resolved="smoothed")
     lr_factor: float | None = setting(None, "autoplus: switch LR = candidate x this", group="schedule",
-                                      sweep=True, scheds=("autoplus",), resolved=1.0)
+                                      sweep=True, scheds=("autoplus",), resolved=0.5)
     test_fraction: float | None = setting(None, "autoplus: a test every this share of steps", group="schedule",
                                           sweep=True, scheds=("autoplus",), resolved=0.01)
     patience: int | None = setting(None, "autoplus: consecutive positive tests", group="schedule",
@@ -139,13 +139,14 @@ class RunConfig:
     div_factor: float | None = setting(None, "autoplus: switch when the recent loss exceeds this x the smoothed "
                                        "minimum (0: off)", group="schedule", sweep=True, scheds=("autoplus",),
                                        resolved=1.5)
-    rollback: bool = setting(False, "autoplus: at the switch, back to the weights at the loss minimum",
-                             group="schedule", sweep=True, scheds=("autoplus",))
+    rollback: bool | None = setting(None, "autoplus: at the switch, back to the weights at the loss minimum "
+                                    "(--no-rollback: keep the weights the ramp left)", group="schedule",
+                                    sweep=True, scheds=("autoplus",), resolved=True)
     accel: float | None = setting(None, "autoplus: the ramp climbs this many times faster while the loss is flat",
-                                  group="schedule", sweep=True, scheds=("autoplus",), resolved=1.0)
+                                  group="schedule", sweep=True, scheds=("autoplus",), resolved=3.0)
     max_growth: float | None = setting(None, "autoplus: the ramp grows at most this factor per step, its accel "
                                        "power while flat (0: no bound)", group="schedule", sweep=True,
-                                       scheds=("autoplus",), resolved=0.0)
+                                       scheds=("autoplus",), resolved=1.5)
     # -- runs
     out: str = setting("results/runs", "the record goes to OUT/<run_id>.json", group="runs", role=OPERATIONAL,
                        sweep=True)
@@ -264,10 +265,12 @@ def build_parser(prog: str = "train.py", description: str | None = None) -> argp
         elif f.default is not None and f.default is not False:
             help_text += f" (default: {f.default})"
         kwargs: dict[str, Any] = {"default": f.default, "help": help_text.replace("%", "%%")}
+        base = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
         if hints[f.name] is bool:
             kwargs["action"] = "store_true"
+        elif base[0] is bool:  # a switch that is on unless turned off: --x / --no-x
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            base = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
             if base[0] is not str:
                 kwargs["type"] = base[0]
             if choices is not None:

@@ -21,6 +21,11 @@ from autolr.autowu import AutoWU
 
 
 def make(spe=10, epochs=30, lrs=(1.0,), **kw) -> AutoWUPlus:
+    # the mechanisms one at a time: the plain ramp (no speed-up, no bound), no rollback, and the
+    # candidate unscaled, since the synthetic losses below follow the LR with no lag, so their minimum
+    # is the best LR itself. Tests of a mechanism turn it on; the defaults have tests of their own.
+    for key, plain in (("lr_factor", 1.0), ("accel", 1.0), ("max_growth", 0), ("rollback", False)):
+        kw.setdefault(key, plain)
     groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs]
     return AutoWUPlus(torch.optim.SGD(groups, lr=lrs[0]), spe, epochs, **kw)
 
@@ -273,7 +278,7 @@ def test_rollback_restores_the_weights_at_the_loss_minimum():
 
 def test_without_rollback_the_weights_stay_where_the_ramp_left_them():
     w, opt = _cliff_model()
-    s = AutoWUPlus(opt, 4, 30, patience=1000)
+    s = AutoWUPlus(opt, 4, 30, patience=1000, rollback=False)
     trail = []
     _train(s, w, opt, s.total_steps, trail)
     assert s.switch_kind == "guard" and s.rollback_step is None
@@ -284,13 +289,14 @@ def test_rollback_state_resumes_exactly_through_torch_save(tmp_path):
     import io
 
     w, opt = _cliff_model()
-    ref = AutoWUPlus(opt, 4, 30, rollback=True, patience=1000)
+    ref = AutoWUPlus(opt, 4, 30, rollback=True, patience=1000, accel=1.0)
     _train(ref, w, opt, 200)
     w_ref = w.detach().clone()
 
     w, opt = _cliff_model()
-    a = AutoWUPlus(opt, 4, 30, rollback=True, patience=1000)
-    _train(a, w, opt, 10)  # mid-ramp, snapshots held
+    a = AutoWUPlus(opt, 4, 30, rollback=True, patience=1000, accel=1.0)
+    _train(a, w, opt, 10)  # mid-ramp (the plain ramp: the fast one reaches the cliff by then), snapshots held
+    assert a.phase == "warmup" and a._snapshots
     buf = io.BytesIO()
     torch.save({"sched": a.state_dict(), "opt": opt.state_dict(), "w": w.detach().clone()}, buf)
     buf.seek(0)
@@ -298,7 +304,7 @@ def test_rollback_state_resumes_exactly_through_torch_save(tmp_path):
     w2 = torch.nn.Parameter(saved["w"].clone())
     opt2 = torch.optim.Adam([w2], lr=1.0)
     opt2.load_state_dict(saved["opt"])
-    b = AutoWUPlus(opt2, 4, 30, rollback=True, patience=1000)
+    b = AutoWUPlus(opt2, 4, 30, rollback=True, patience=1000, accel=1.0)
     b.load_state_dict(saved["sched"])
     _train(b, w2, opt2, 190)
     assert b.switch_step == ref.switch_step and b.rollback_step == ref.rollback_step
@@ -379,7 +385,9 @@ def test_max_growth_bounds_the_ramp_per_step_whatever_the_budget(spe, epochs):
     s = make(spe=spe, epochs=epochs, accel=3.0, max_growth=1.5)
     lrs = _ramp_lrs(s, flat_then_bowl)
     ratios = [b / a for a, b in zip(lrs[:-1], lrs[1:], strict=True)]
-    budget = (1.0 / 1e-5) ** (1.0 / s.max_warmup_steps)  # the budget's own pace: 1e-5 to 1 over the ramp
+    budget = (1.0 / 1e-5) ** (1.0 / math.floor(0.25 * s.total_steps))  # the budget's pace: 1e-5 to 1 in 25% of T
+    if budget > 1.5:  # slowed by the bound, the cap moves out to where the ramp reaches max_lr (<= T/2)
+        assert s.max_warmup_steps == min(s.total_steps // 2, math.ceil(math.log(1e5) / math.log(1.5)))
     assert max(ratios) == pytest.approx(min(budget, 1.5) ** 3)
     slowed = s.ramp_slowed_step
     assert slowed is not None and slowed < s.min_test_points  # seen before the first test
@@ -411,3 +419,15 @@ def test_a_forced_switch_rolls_back_too():
 def test_invalid_max_growth_raises(kwargs):
     with pytest.raises(ValueError):
         make(**kwargs)
+
+
+@pytest.mark.parametrize("spe, epochs", [(214, 30), (13, 30), (3, 30), (2, 30), (3, 10)])
+def test_the_defaults_switch_at_half_the_lr_of_the_minimum_within_the_ramp(spe, epochs):
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0}]
+    s = AutoWUPlus(torch.optim.SGD(groups, lr=1.0), spe, epochs)  # every default
+    assert (s.rollback, s.accel, s.max_growth, s.lr_factor) == (True, 3.0, 1.5, 0.5)
+    lrs = drive(s, best_lr=0.01, until_switch=True)
+    assert s.switch_step <= s.max_warmup_steps
+    assert s.switch_lr == pytest.approx(0.5 * s.history[-1]["smoothed_candidate_lr"])
+    assert 0.25 < s.switch_lr / 0.01 < 1.0  # half the LR of a minimum found within a factor 2
+    assert max(b / a for a, b in zip(lrs[:-1], lrs[1:], strict=True)) <= 1.5 ** 3 * (1 + 1e-9)

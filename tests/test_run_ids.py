@@ -77,10 +77,11 @@ BEFORE_THE_REGISTRY = [
     (["--sched", "cosine", "--lr", "0.1"], "4cb23f1d7a4e"),
     (["--sched", "cosine", "--lr", "0.1", "--warmup-epochs", "0"], "b93f2a3e51f9"),
     (["--sched", "constant", "--lr", "0.03", "--subset", "1000", "--epochs", "3"], "563ed299fe76"),
-    # autoplus (in development: its settings grew with div_factor, rollback, accel, then max_growth), as now
-    (["--sched", "autoplus"], "1cf028d259f3"),
-    (["--sched", "autoplus", "--div-factor", "0"], "bce3320ec5cf"),
-    (["--sched", "autoplus", "--div-factor", "2.0", "--patience", "2"], "d8388b3f9fcd"),
+    # autoplus (in development: its settings grew with div_factor, rollback, accel, max_growth; then the
+    # dev rounds' defaults: rollback on, accel 3, max_growth 1.5, lr_factor 0.5), as now
+    (["--sched", "autoplus"], "caba53fef4d1"),
+    (["--sched", "autoplus", "--div-factor", "0"], "4598659ba605"),
+    (["--sched", "autoplus", "--div-factor", "2.0", "--patience", "2"], "84521da980a0"),
 ]
 
 

@@ -994,3 +994,11 @@ def test_peers_take_no_lr_grid_and_are_no_lr_source(tmp_path: Path) -> None:
     # a control's LR is a switch LR that only AutoWU's family records
     with pytest.raises(sw.SweepError, match="lr_from 'prodigy' must name a never-tuned method of AutoWU's family"):
         sw.spec_from_dict(base_spec(schedulers={"prodigy": {}, "fixed@p": {"sched": "fixed", "lr_from": "prodigy"}}))
+
+
+def test_a_switch_that_defaults_to_on_is_turned_off_by_its_no_form() -> None:
+    from autolr.sweep.runs import _flags_to_argv
+
+    assert _flags_to_argv({"sched": "autoplus", "rollback": False}) == ["--sched", "autoplus", "--no-rollback"]
+    assert _flags_to_argv({"sched": "autoplus", "rollback": True}) == ["--sched", "autoplus", "--rollback"]
+    assert _flags_to_argv({"resume": False, "lr": 0.0316}) == ["--lr", "0.0316"]  # store_true flags stay absent

@@ -21,7 +21,12 @@ def _flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
     argv: list[str] = []
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
+        if value is None:
+            continue
+        if value is False:
+            # a switch that defaults to on is turned off by its --no- form; other flags stay absent
+            if _parser()._option_string_actions.get("--no-" + key.replace("_", "-")) is not None:
+                argv.append("--no-" + key.replace("_", "-"))
             continue
         if value is True:
             argv.append(flag)
