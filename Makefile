@@ -84,6 +84,8 @@ reproduce-imagenet: setup
 
 figures: setup
 	$(BIN)/python -m autolr.plots --all
+	@budgets=$$(ls -d results/budget-e* 2>/dev/null); if [ -n "$$budgets" ]; then \
+	  $(BIN)/python -m autolr.plots --gap-vs-budget plots/budget/g_gap_vs_budget.png $$budgets; fi
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,6 +12,12 @@ Figures (PNG), each skipped with a note when its data is absent:
   e_accuracy_vs_compute   final test accuracy vs device time spent, tuning included
   f_autowu_budget         where AutoWU's steps go per batch size: before the loss minimum, detecting
                           it, decay (autolr.diagnose; mean over seeds)
+
+and, across sweeps that differ in their epoch budget only (``--gap-vs-budget``):
+  g_gap_vs_budget         each method's mean test accuracy minus tuned fixed warmup's, per batch
+                          size, against the budget
+
+    python -m autolr.plots --gap-vs-budget plots/budget/g_gap_vs_budget.png results/budget-e*
 """
 
 from __future__ import annotations
@@ -474,6 +480,60 @@ def fig_budget(col: Collation, out: Path, log: Log) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# (g) AutoWU's gap to tuned fixed warmup against the epoch budget, across sweeps
+# ---------------------------------------------------------------------------------------------
+def gap_vs_budget(sweep_dirs: list[Path]) -> pd.DataFrame:
+    """One row per (sweep, batch size): the budget in epochs, and each method's mean test accuracy
+    minus tuned fixed warmup's (points; negative: below it), with the seeds both have."""
+    rows = []
+    for d in sweep_dirs:
+        col = collate(d)
+        stats = pd.DataFrame(cell_stats(col.cells.values()))
+        epochs = {r["config"]["epochs"] for r in col.raw.values()}
+        if stats.empty or len(epochs) != 1:
+            continue  # a gap is read at one budget
+        budget = epochs.pop()
+        for bs, g in stats.groupby("bs"):
+            by = g.set_index("method")
+            if "fixed" not in by.index or not math.isfinite(by.loc["fixed", "test_acc_pct_mean"]):
+                continue
+            ref = by.loc["fixed", "test_acc_pct_mean"]
+            for method, row in by.iterrows():
+                if method != "fixed" and math.isfinite(row["test_acc_pct_mean"]):
+                    rows.append({"sweep": col.sweep, "epochs": budget, "bs": int(bs), "method": method,
+                                 "gap": row["test_acc_pct_mean"] - ref, "n": int(row["n_done"])})
+    return pd.DataFrame(rows)
+
+
+def fig_gap_vs_budget(sweep_dirs: list[Path], out_png: Path, log: Log) -> list[Path]:
+    gaps = gap_vs_budget(sweep_dirs)
+    if gaps.empty:
+        log("skip (g) gap vs budget: no sweep with both fixed warmup and another method")
+        return []
+    with matplotlib.rc_context(STYLE):
+        fig, ax = _subplots(figsize=(6.4, 4.2))
+        sizes = sorted(gaps["bs"].unique())
+        for (method, bs), g in gaps.groupby(["method", "bs"]):
+            g = g.sort_values("epochs")
+            base = method.split("@")[0]  # a control (fixed@auto) in its scheduler's colour
+            ax.plot(g["epochs"], g["gap"], ("-", "--", ":", "-.")[sizes.index(bs) % 4],
+                    marker=METHOD_MARKERS.get(base, "o"), color=METHOD_COLORS.get(base),
+                    label=f"{_label(method)}, batch {bs_label(int(bs))}")
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        budgets = sorted(gaps["epochs"].unique())
+        ax.xaxis.set_major_locator(FixedLocator(budgets))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("budget (epochs)")
+        ax.set_ylabel("test accuracy - tuned fixed warmup (points)")
+        ax.set_title("the gap to tuned warmup against the budget")
+        ax.legend(loc="lower right")
+        return [_save(fig, out_png)]
+
+
+# ---------------------------------------------------------------------------------------------
 def make_figures(sweep_dir: str | Path, out_dir: str | Path, log: Log | None = None) -> list[Path]:
     """Draw every figure the sweep's records support into ``out_dir``; return the PNG paths.
 
@@ -506,7 +566,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="every results/<name>/ with runs -> plots/<name>/")
     p.add_argument("--results-root", type=Path, default=Path("results"), help="with --all (default: results)")
     p.add_argument("--plots-root", type=Path, default=Path("plots"), help="with --all (default: plots)")
-    args = p.parse_args(argv)
+    p.add_argument("--gap-vs-budget", type=Path, metavar="PNG", default=None,
+                   help="draw figure g from the sweep folders given after it (budgets of one setting)")
+    args, rest = p.parse_known_args(argv)
+    if args.gap_vs_budget is not None:
+        dirs = [Path(d) for d in ([args.sweep_dir, args.out_dir] if args.sweep_dir else []) + rest if d]
+        missing = [str(d) for d in dirs if not (d / "runs").is_dir()]
+        if not dirs or missing:
+            print("autolr.plots: error: --gap-vs-budget needs sweep folders with runs/ "
+                  f"({', '.join(missing) or 'none given'})", file=sys.stderr)
+            return 2
+        for path in fig_gap_vs_budget(sorted(dirs), args.gap_vs_budget,
+                                      lambda msg: print(f"autolr.plots: {msg}", file=sys.stderr)):
+            print(f"wrote {path}")
+        return 0
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.all == (args.sweep_dir is not None):
         p.error("give either a sweep directory or --all")
     if args.all:

@@ -540,3 +540,21 @@ def test_peers_in_the_figures(with_peers: Path, tmp_path: Path) -> None:
         f.unlink()
     paths = plots.make_figures(with_peers, tmp_path / "plots2", log=notes.append)
     assert "c_switch_lr_scaling.png" in {p.name for p in paths}
+
+
+def test_gap_vs_budget_across_sweeps(tmp_path: Path) -> None:
+    from autolr.plots import fig_gap_vs_budget, gap_vs_budget
+
+    dirs = []
+    for epochs, (fixed_acc, auto_acc) in ((30, (0.88, 0.85)), (60, (0.89, 0.88))):
+        recs = [record(f"f{epochs}s{seed}", "fixed", 256, seed, 0.01, acc=fixed_acc) for seed in (0, 1)] + \
+               [record(f"a{epochs}s{seed}", "auto", 256, seed, acc=auto_acc) for seed in (0, 1)]
+        for r in recs:
+            r["config"]["epochs"] = epochs
+        dirs.append(write_sweep(tmp_path, f"budget-e{epochs}", recs,
+                                stages_doc(f"budget-e{epochs}", [], [final(r) for r in recs], True)))
+    gaps = gap_vs_budget(dirs)
+    assert sorted(zip(gaps["epochs"], gaps["method"], gaps["gap"].round(6), strict=True)) == \
+        [(30, "auto", -3.0), (60, "auto", -1.0)]
+    assert fig_gap_vs_budget(dirs, tmp_path / "g.png", lambda msg: None) == [tmp_path / "g.png"]
+    assert (tmp_path / "g.png").stat().st_size > 0
