@@ -58,7 +58,8 @@ class AutoWUPlusOptions:
     """AutoWU+'s own settings, declared once (the rest are ``AutoWUOptions``, less
     ``max_warmup_fraction``, which ``ramp_fraction`` replaces)."""
 
-    ramp_fraction: float = option(0.25, "the ramp's share of all steps (the switch is forced there)", flag=True)
+    ramp_fraction: float = option(0.25, "the ramp covers init_lr to max_lr in this share of all steps, its cap "
+                                        "(later where max_growth slows it)", flag=True)
     candidate: str = option("smoothed", "how the new LR is read", choices=CANDIDATES, flag=True)
     lr_factor: float = option(0.5, "switch LR = candidate x this", flag=True)
     test_fraction: float = option(0.01, "a test every this share of steps", flag=True)

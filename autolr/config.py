@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from autolr.registry import SCHEDULERS  # the methods: which take an lr, a warmup, a B0, which options
+from autolr.registry import SCHEDULERS, flag_options  # the methods: lr, warmup, B0, their options
 
 __all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_FAMILY", "NO_LR", "OWN_OPTIMIZER", "RunConfig", "UsageError",
            "build_parser", "options_of", "scheduler_keys", "operational_keys", "sweep_keys", "resolve", "run_id"]
@@ -65,6 +65,23 @@ def setting(default: Any, help: str, *, group: str, role: str = IDENTITY, sweep:
     return field(default=default, metadata={"help": help, "group": group, "role": role, "sweep": sweep,
                                             "choices": choices, "recipe": recipe, "scheds": scheds,
                                             "resolved": resolved, "flag": flag, "run_optimizer": run_optimizer})
+
+
+#: every scheduler option that is a train.py flag, with the methods that take it (the registry's)
+_SCHEDULER_OPTIONS = {o.name: (o, tuple(methods)) for o, methods in flag_options()}
+
+
+def scheduler_setting(name: str, *, resolved: bool = True, help: str | None = None) -> Any:
+    """A RunConfig field for a scheduler option, declared once in the registry (autolr/registry.py):
+    its default, help, choices and the methods that take it come from there. ``resolved``: the flag
+    defaults to None and takes the option's default when its method runs (the settings added after
+    AutoWU's, so that a record says what was asked); otherwise the option's default is the flag's."""
+    option, methods = _SCHEDULER_OPTIONS[name]
+    text = f"{', '.join(methods)}: {help or option.help}"
+    if resolved:
+        return setting(None, text, group="schedule", sweep=True, choices=option.choices, scheds=methods,
+                       resolved=option.default)
+    return setting(option.default, text, group="schedule", sweep=True, choices=option.choices, scheds=methods)
 
 
 def _scheduler_names() -> list[str]:
@@ -116,37 +133,22 @@ class RunConfig:
                                           group="schedule", sweep=True, scheds=_BASELINES)
     legw_b0: int | None = setting(None, "legw: the batch size --lr was tuned at (default: the recipe's B0)",
                                   group="schedule", sweep=True, scheds=_BASELINES)
-    init_lr: float = setting(1e-5, "auto, autoplus: the warmup's first LR", group="schedule", sweep=True,
-                             scheds=AUTOWU_FAMILY)
-    max_lr: float = setting(1.0, "auto, autoplus: the LR the warmup reaches at its cap", group="schedule",
-                            sweep=True, scheds=AUTOWU_FAMILY)
-    max_warmup_fraction: float = setting(0.5, "auto: forced switch at this fraction of the run",
-                                         group="schedule", sweep=True, scheds=("auto",))
-    decay: str = setting("cosine", "auto, autoplus: the decay after the warmup", group="schedule", sweep=True,
-                         choices=("cosine", "constant_cosine"), scheds=AUTOWU_FAMILY)
-    gp_path: str = setting("fast", "auto, autoplus: GP implementation", group="schedule", sweep=True,
-                           choices=("fast", "oracle"), scheds=AUTOWU_FAMILY)
-    ramp_fraction: float | None = setting(None, "autoplus: the ramp's share of all steps", group="schedule",
-                                          sweep=True, scheds=("autoplus",), resolved=0.25)
-    candidate: str | None = setting(None, "autoplus: how the new LR is read", group="schedule",
-                                    choices=("smoothed", "gp"), sweep=True, scheds=("autoplus",), resolved="smoothed")
-    lr_factor: float | None = setting(None, "autoplus: switch LR = candidate x this", group="schedule",
-                                      sweep=True, scheds=("autoplus",), resolved=0.5)
-    test_fraction: float | None = setting(None, "autoplus: a test every this share of steps", group="schedule",
-                                          sweep=True, scheds=("autoplus",), resolved=0.01)
-    patience: int | None = setting(None, "autoplus: consecutive positive tests", group="schedule",
-                                   sweep=True, scheds=("autoplus",), resolved=3)
-    div_factor: float | None = setting(None, "autoplus: switch when the recent loss exceeds this x the smoothed "
-                                       "minimum (0: off)", group="schedule", sweep=True, scheds=("autoplus",),
-                                       resolved=1.5)
-    rollback: bool | None = setting(None, "autoplus: at the switch, back to the weights at the loss minimum "
-                                    "(--no-rollback: keep the weights the ramp left)", group="schedule",
-                                    sweep=True, scheds=("autoplus",), resolved=True)
-    accel: float | None = setting(None, "autoplus: the ramp climbs this many times faster while the loss is flat",
-                                  group="schedule", sweep=True, scheds=("autoplus",), resolved=3.0)
-    max_growth: float | None = setting(None, "autoplus: the ramp grows at most this factor per step, its accel "
-                                       "power while flat (0: no bound)", group="schedule", sweep=True,
-                                       scheds=("autoplus",), resolved=1.5)
+    # the schedulers' own options: defaults, help and owners from the registry, in the records' order
+    init_lr: float = scheduler_setting("init_lr", resolved=False)
+    max_lr: float = scheduler_setting("max_lr", resolved=False)
+    max_warmup_fraction: float = scheduler_setting("max_warmup_fraction", resolved=False)
+    decay: str = scheduler_setting("decay", resolved=False)
+    gp_path: str = scheduler_setting("gp_path", resolved=False)
+    ramp_fraction: float | None = scheduler_setting("ramp_fraction")
+    candidate: str | None = scheduler_setting("candidate")
+    lr_factor: float | None = scheduler_setting("lr_factor")
+    test_fraction: float | None = scheduler_setting("test_fraction")
+    patience: int | None = scheduler_setting("patience")
+    div_factor: float | None = scheduler_setting("div_factor")
+    rollback: bool | None = scheduler_setting("rollback", help="at the switch, back to the weights at the loss "
+                                              "minimum (--no-rollback: keep the weights the ramp left)")
+    accel: float | None = scheduler_setting("accel")
+    max_growth: float | None = scheduler_setting("max_growth")
     # -- runs
     out: str = setting("results/runs", "the record goes to OUT/<run_id>.json", group="runs", role=OPERATIONAL,
                        sweep=True)

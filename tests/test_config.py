@@ -173,8 +173,9 @@ def test_resolved_config_by_family() -> None:
 
 
 def test_scheduler_settings_agree_with_the_registry() -> None:
-    """config.py's scheduler settings restate the registry's options (autolr/registry.py): they
-    must agree, flag for flag, in the methods that take them, their defaults and their choices."""
+    """config.py's scheduler settings are read from the registry's options (autolr/registry.py,
+    ``scheduler_setting``): they agree, flag for flag, in the methods that take them, their defaults
+    and their choices, and every option that is a flag has its field."""
     import dataclasses
 
     from autolr.registry import SCHEDULERS, flag_options
