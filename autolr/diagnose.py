@@ -190,7 +190,7 @@ def diagnose_records(raw: Mapping[str, Mapping[str, Any]], stages: Mapping[str, 
 
 def diagnose_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     """``diagnose_records`` of ``sweep_dir/runs`` with the sweep's stages.json."""
-    from autolr.results import load_stages, read_raw_records
+    from autolr.collate import load_stages, read_raw_records
 
     raw, _ = read_raw_records(sweep_dir)
     return diagnose_records(raw, load_stages(sweep_dir))

@@ -37,8 +37,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
+from autolr.collate import METHOD_LABELS, PEERS, Collation, bs_label, cell_stats, collate, method_rank
 from autolr.diagnose import diagnose_records
-from autolr.results import METHOD_LABELS, PEERS, Collation, bs_label, cell_stats, collate, method_rank
 
 __all__ = ["make_figures", "main"]
 

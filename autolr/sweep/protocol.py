@@ -61,7 +61,7 @@ def pick_lr(scores: Mapping[float, float]) -> float | None:
 
     The best score wins, ties going to the smaller LR (the safer choice); when every run diverged
     or failed, the smallest LR. None when there is no run at all. The sweep's ``decide_grid`` and
-    the tables' pick from records alone (``autolr.results``) both choose with it.
+    the tables' pick from records alone (``autolr.collate``) both choose with it.
     """
     if not scores:
         return None
