@@ -563,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", nargs="?", type=Path, help="results/<sweep>")
     p.add_argument("out_dir", nargs="?", type=Path, help="where the PNGs go (default: plots/<sweep>)")
-    p.add_argument("--all", action="store_true", help="every results/<name>/ with runs -> plots/<name>/")
+    p.add_argument("--all", action="store_true",
+                   help="every sweep folder results/<name>/ (runs and stages.json) -> plots/<name>/")
     p.add_argument("--results-root", type=Path, default=Path("results"), help="with --all (default: results)")
     p.add_argument("--plots-root", type=Path, default=Path("plots"), help="with --all (default: plots)")
     p.add_argument("--gap-vs-budget", type=Path, metavar="PNG", default=None,
@@ -585,8 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.all == (args.sweep_dir is not None):
         p.error("give either a sweep directory or --all")
     if args.all:
+        # a sweep's folder (its runner wrote stages.json); loose records, such as a method's
+        # development runs of many variants, have no cells to draw
         jobs = [(d, args.plots_root / d.name) for d in sorted(args.results_root.glob("*"))
-                if d.is_dir() and any((d / "runs").glob("*.json"))]
+                if d.is_dir() and any((d / "runs").glob("*.json")) and (d / "stages.json").is_file()]
         if not jobs:
             print(f"autolr.plots: no sweep under {args.results_root}/ has run records yet")
     else:
