@@ -182,16 +182,26 @@ class AutoWUPlus(AutoWU):
         # max_growth per step
         span = math.log(self.max_lr / self.init_lr)
         self._rate = span / max(self.max_warmup_steps, 1)
+        start = math.log(self.init_lr)
         if self.max_growth is not None and self._rate > math.log(self.max_growth):
             self._rate = math.log(self.max_growth)
             # slowed by the bound, the ramp keeps the steps it needs to reach max_lr, up to AutoWU's
             # cap of half the budget: a 30-step budget would otherwise be forced to switch far below
             # any useful LR
-            self.max_warmup_steps = max(self.max_warmup_steps,
-                                        min(self.total_steps // 2, math.ceil(span / self._rate - 1e-9)))
+            need = math.ceil(span / self._rate - 1e-9)
+            self.max_warmup_steps = max(self.max_warmup_steps, min(self.total_steps // 2, need))
+            if need > self.max_warmup_steps:
+                # not even half the budget covers the range at the bound (under ~60 steps): the ramp
+                # starts higher, so that it still ends at max_lr on its cap; the decades it drops lie
+                # far below any useful LR, where a budget this short cannot afford to linger (dev round 11)
+                start = math.log(self.max_lr) - self._rate * self.max_warmup_steps
+        #: where the ramp starts: init_lr, or higher when the budget is too short for the whole range
+        self.ramp_start_lr = self.init_lr if start == math.log(self.init_lr) else math.exp(start)
         # the ramp's log-LR of every step so far: it climbs accel times faster while the loss is flat
-        self._ramp_log = [math.log(self.init_lr)]
-        self._fast = self.accel > 1.0
+        self._ramp_log = [start]
+        # a ramp that starts higher has dropped the flat decades the fast pace is for
+        self._fast = self.accel > 1.0 and start == math.log(self.init_lr)
+        self._apply(self._lr(0))  # AutoWU's __init__ set step 0's LR from init_lr
 
     def _warmup_lr(self, step: int) -> float:
         if not hasattr(self, "_ramp_log"):  # during AutoWU.__init__: step 0
@@ -328,7 +338,8 @@ class AutoWUPlus(AutoWU):
     # -- introspection -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(name="autoplus", ramp_fraction=self.ramp_fraction, test_fraction=self.test_fraction,
+        d.update(name="autoplus", ramp_start_lr=getattr(self, "ramp_start_lr", None),
+                 ramp_fraction=self.ramp_fraction, test_fraction=self.test_fraction,
                  test_every=getattr(self, "test_every", None), min_test_points=self.min_test_points,
                  candidate=self.candidate, smooth_fraction=self.smooth_fraction, lr_factor=self.lr_factor,
                  div_factor=self.div_factor, rollback=self.rollback, accel=self.accel, max_growth=self.max_growth,

@@ -377,7 +377,7 @@ def _ramp_lrs(s: AutoWUPlus, loss_of_lr) -> list[float]:
     return lrs
 
 
-@pytest.mark.parametrize("spe, epochs", [(2, 30), (3, 30), (2, 10), (4, 30)])
+@pytest.mark.parametrize("spe, epochs", [(2, 30), (3, 30), (4, 30)])
 def test_max_growth_bounds_the_ramp_per_step_whatever_the_budget(spe, epochs):
     def flat_then_bowl(lr):  # nothing moves below 1e-3, then a bowl around 0.05
         return 3.0 if lr < 1e-3 else model_loss(lr, 0.05)
@@ -431,3 +431,19 @@ def test_the_defaults_switch_at_half_the_lr_of_the_minimum_within_the_ramp(spe, 
     assert s.switch_lr == pytest.approx(0.5 * s.history[-1]["smoothed_candidate_lr"])
     assert 0.25 < s.switch_lr / 0.01 < 1.0  # half the LR of a minimum found within a factor 2
     assert max(b / a for a, b in zip(lrs[:-1], lrs[1:], strict=True)) <= 1.5 ** 3 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("spe, epochs", [(2, 10), (3, 10), (2, 20)])
+def test_a_budget_too_short_for_the_whole_range_starts_the_ramp_higher(spe, epochs):
+    def flat_then_bowl(lr):  # nothing moves below 1e-3, then a bowl around 0.05
+        return 3.0 if lr < 1e-3 else model_loss(lr, 0.05)
+
+    s = make(spe=spe, epochs=epochs, max_growth=1.5)
+    cap = s.total_steps // 2
+    assert s.max_warmup_steps == cap
+    assert s.ramp_start_lr == pytest.approx(1.0 / 1.5 ** cap) and s.get_last_lr()[0] == pytest.approx(s.ramp_start_lr)
+    lrs = _ramp_lrs(s, flat_then_bowl)
+    assert lrs[0] == pytest.approx(s.ramp_start_lr)
+    assert s.switch_kind in ("test", "guard", "forced") and 0.25 < s.switch_lr / 0.05 < 4.0
+    # a budget that covers the range keeps init_lr
+    assert make(spe=2, epochs=30, max_growth=1.5).ramp_start_lr == pytest.approx(1e-5)
