@@ -226,8 +226,10 @@ class AutoWUPlus(AutoWU):
             lr_now = self._warmup_lr(s - 1)
             at_cap = s >= self.max_warmup_steps or self._ramp_log[-1] >= math.log(self.max_lr) - 1e-12
             on_clock = s >= self.min_test_points and (s - self.min_test_points) % self.test_every == 0
-            # before the first test, while the ramp runs fast, look at the loss on the same clock
-            flat_check = self._fast and self.FLAT_FROM <= s < self.min_test_points and s % self.test_every == 0
+            # before the first test, on the same clock: is the loss still flat (the fast pace), and
+            # are these the weights to come back to (a short ramp can pass the minimum by then)
+            early = (self._fast or self.rollback) and self.FLAT_FROM <= s < self.min_test_points \
+                and s % self.test_every == 0
             if at_cap or on_clock:
                 self._flush_epoch_losses()  # the only host transfer (and all-reduce): one per test
                 self._end_of_epoch_test(s, lr_now)
@@ -235,10 +237,10 @@ class AutoWUPlus(AutoWU):
                     self._switch(s, self._forced_lr(lr_now), "forced")
                     if self.rollback:
                         self._roll_back(self.history[-1].get("smoothed_argmin_step"))
-            elif flat_check:
+            elif early:
                 self._flush_epoch_losses()
                 self._check_flat()
-                if self.rollback:  # the fast ramp can pass the minimum before the first test
+                if self.rollback:
                     window = max(3, int(round(self.smooth_fraction * len(self.losses))))
                     self._keep_snapshot(s, smoothed_argmin(np.asarray(self.losses, dtype=np.float64), window))
         self._apply(self._lr(s))

@@ -445,5 +445,17 @@ def test_a_budget_too_short_for_the_whole_range_starts_the_ramp_higher(spe, epoc
     lrs = _ramp_lrs(s, flat_then_bowl)
     assert lrs[0] == pytest.approx(s.ramp_start_lr)
     assert s.switch_kind in ("test", "guard", "forced") and 0.25 < s.switch_lr / 0.05 < 4.0
+
+
+def test_a_short_ramp_keeps_snapshots_before_the_first_test():
+    # 30 steps: the ramp starts high (0.0023), runs at the normal pace, and reaches the cliff (LR 0.05)
+    # by the first test at step 8; the rollback still finds weights from before it
+    w, opt = _cliff_model()
+    s = AutoWUPlus(opt, 3, 10, patience=1000)  # every default: rollback on
+    assert s.ramp_start_lr > 1e-5 and not s._fast
+    trail = []
+    _train(s, w, opt, s.total_steps, trail)
+    assert s.rollback_step is not None and s.rollback_step < s.min_test_points
+    assert torch.equal(w.detach(), trail[s.rollback_step - 1])
     # a budget that covers the range keeps init_lr
     assert make(spe=2, epochs=30, max_growth=1.5).ramp_start_lr == pytest.approx(1e-5)
