@@ -126,6 +126,8 @@ class AutoWUPlus(AutoWU):
     SWITCH_KINDS = (*AutoWU.SWITCH_KINDS, "guard")
     #: the first step at which the fast ramp looks at the loss (two losses at least, to compare)
     FLAT_FROM = 3
+    #: a ramp started higher than init_lr (a short budget) runs fast only from below max_lr x this
+    FAST_BELOW = 1e-3
 
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_epochs: int, *,
                  init_lr: float = AutoWUOptions.init_lr, max_lr: float = AutoWUOptions.max_lr,
@@ -199,8 +201,10 @@ class AutoWUPlus(AutoWU):
         self.ramp_start_lr = self.init_lr if start == math.log(self.init_lr) else math.exp(start)
         # the ramp's log-LR of every step so far: it climbs accel times faster while the loss is flat
         self._ramp_log = [start]
-        # a ramp that starts higher has dropped the flat decades the fast pace is for
-        self._fast = self.accel > 1.0 and start == math.log(self.init_lr)
+        # a ramp that starts within three decades of max_lr has dropped the flat decades the fast pace
+        # is for (at 20-30 steps; dev round 13), one that starts lower keeps it (at 40-60 steps)
+        self._fast = self.accel > 1.0 and (start == math.log(self.init_lr)
+                                           or start < math.log(self.max_lr * self.FAST_BELOW))
         self._apply(self._lr(0))  # AutoWU's __init__ set step 0's LR from init_lr
 
     def _warmup_lr(self, step: int) -> float:

@@ -459,3 +459,11 @@ def test_a_short_ramp_keeps_snapshots_before_the_first_test():
     assert torch.equal(w.detach(), trail[s.rollback_step - 1])
     # a budget that covers the range keeps init_lr
     assert make(spe=2, epochs=30, max_growth=1.5).ramp_start_lr == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("spe, epochs, fast", [(2, 10, False), (3, 10, False), (4, 10, True), (5, 10, True),
+                                               (2, 30, True)])
+def test_the_fast_pace_is_kept_where_the_raised_start_is_still_far_below_max_lr(spe, epochs, fast):
+    s = AutoWUPlus(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), spe, epochs)
+    assert s._fast is fast
+    assert (s.ramp_start_lr < 1e-3) is fast
