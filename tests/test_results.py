@@ -558,3 +558,22 @@ def test_gap_vs_budget_across_sweeps(tmp_path: Path) -> None:
         [(30, "auto", -3.0), (60, "auto", -1.0)]
     assert fig_gap_vs_budget(dirs, tmp_path / "g.png", lambda msg: None) == [tmp_path / "g.png"]
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["fashion", "demo", "budget-e30", "budget-e60"])
+def test_the_tables_lr_is_the_sweeps_choice(name: str) -> None:
+    """One selection rule: every tuned cell of a committed table trains at the LR its sweep chose
+    (stages.json), for the tuned-at-every-batch methods and the B0-tuned ones alike."""
+    import pandas as pd
+
+    from autolr.collate import cell_stats, collate
+
+    d = Path(__file__).resolve().parents[1] / "results" / name
+    col = collate(d)
+    stats = pd.DataFrame(cell_stats(col.cells.values()))
+    chosen = {(e["method"], e["bs"]): e["chosen_lr"] for e in json.loads((d / "stages.json").read_text())["selection"]
+              if e.get("chosen_lr") is not None}
+    assert chosen
+    for (method, bs), lr in chosen.items():
+        row = stats[(stats["method"] == method) & (stats["bs"] == bs)]
+        assert len(row) == 1 and row["lr"].iloc[0] == lr, (name, method, bs)
