@@ -45,7 +45,7 @@ class AutoWUOptions:
     decay: str = option("cosine", "the decay after the switch", choices=("cosine", "constant_cosine"), flag=True)
     gp_path: str = option("fast", "GP implementation", choices=("fast", "oracle"), flag=True)
     warmup: str = option("exp", "the warmup path: exponential (the reference) or linear (ablation)",
-                         choices=("exp", "linear"))
+                         choices=("exp", "linear"), flag=True)
     cooldown_fraction: float = option(0.2, "constant_cosine: the cosine's share of the budget")
     confidence: float = option(GPConfig.confidence, "a prediction votes 'past the minimum' above this p")
     patience: int = option(3, "consecutive positive tests needed to switch")

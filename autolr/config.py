@@ -56,28 +56,34 @@ class UsageError(Exception):
 def setting(default: Any, help: str, *, group: str, role: str = IDENTITY, sweep: bool = False,
             choices: Callable[[], list[str]] | tuple[str, ...] | None = None,
             recipe: Callable[[Any], Any] | None = None, scheds: str | tuple[str, ...] | None = None,
-            resolved: Any = None, flag: bool = True, run_optimizer: bool = False) -> Any:
+            resolved: Any = None, flag: bool = True, run_optimizer: bool = False, sparse: bool = False) -> Any:
     """A field of RunConfig. ``recipe``: the recipe's value when the flag is not given (shown in
     --help); ``scheds``: the schedulers it belongs to (None: all; _BASELINES: all outside
     NO_LR); ``resolved``: the value a scheduler's own setting takes when not given;
     ``flag=False``: derived, no flag; ``run_optimizer``: a setting of the run's optimizer, which
-    the methods of OWN_OPTIMIZER do not take (nor record)."""
+    the methods of OWN_OPTIMIZER do not take (nor record); ``sparse``: recorded (and hashed into
+    the run_id) only when given, so that a setting added to a method later leaves the run_ids of
+    its earlier runs as they were."""
     return field(default=default, metadata={"help": help, "group": group, "role": role, "sweep": sweep,
                                             "choices": choices, "recipe": recipe, "scheds": scheds,
-                                            "resolved": resolved, "flag": flag, "run_optimizer": run_optimizer})
+                                            "resolved": resolved, "flag": flag, "run_optimizer": run_optimizer,
+                                            "sparse": sparse})
 
 
 #: every scheduler option that is a train.py flag, with the methods that take it (the registry's)
 _SCHEDULER_OPTIONS = {o.name: (o, tuple(methods)) for o, methods in flag_options()}
 
 
-def scheduler_setting(name: str, *, resolved: bool = True, help: str | None = None) -> Any:
+def scheduler_setting(name: str, *, resolved: bool = True, help: str | None = None, sparse: bool = False) -> Any:
     """A RunConfig field for a scheduler option, declared once in the registry (autolr/registry.py):
     its default, help, choices and the methods that take it come from there. ``resolved``: the flag
     defaults to None and takes the option's default when its method runs (the settings added after
     AutoWU's, so that a record says what was asked); otherwise the option's default is the flag's."""
     option, methods = _SCHEDULER_OPTIONS[name]
     text = f"{', '.join(methods)}: {help or option.help}"
+    if sparse:  # None unless given: the scheduler's own default applies, and the record does not name it
+        return setting(None, f"{text} (default: {option.default})", group="schedule", sweep=True,
+                       choices=option.choices, scheds=methods, sparse=True)
     if resolved:
         return setting(None, text, group="schedule", sweep=True, choices=option.choices, scheds=methods,
                        resolved=option.default)
@@ -139,6 +145,8 @@ class RunConfig:
     max_warmup_fraction: float = scheduler_setting("max_warmup_fraction", resolved=False)
     decay: str = scheduler_setting("decay", resolved=False)
     gp_path: str = scheduler_setting("gp_path", resolved=False)
+    # added after AutoWU's records: the paper's linear-growth ablation (sweeps/ablations.yaml)
+    warmup: str | None = scheduler_setting("warmup", sparse=True)
     ramp_fraction: float | None = scheduler_setting("ramp_fraction")
     candidate: str | None = scheduler_setting("candidate")
     lr_factor: float | None = scheduler_setting("lr_factor")
@@ -178,12 +186,14 @@ class RunConfig:
     def as_record(self) -> dict[str, Any]:
         """The config as stored in the run's record and hashed into its id: other schedulers'
         settings left out."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _belongs(f, self.sched)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _belongs(f, self.sched)
+                and not (f.metadata["sparse"] and getattr(self, f.name) is None)}
 
     def scheduler_options(self) -> dict[str, Any]:
         """build_scheduler's keyword arguments for this run's scheduler."""
         opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata["scheds"] is not None and _belongs(f, self.sched)}
+                if f.metadata["scheds"] is not None and _belongs(f, self.sched)
+                and not (f.metadata["sparse"] and getattr(self, f.name) is None)}
         if "seed" in {o.name for o in SCHEDULERS[self.sched].options}:
             opts["seed"] = self.seed  # the method's seed is the run's
         if self.sched == "autoplus":

@@ -237,10 +237,11 @@ def _merged(*groups: tuple[Option, ...], drop: tuple[str, ...] = ()) -> tuple[Op
 # -- the methods, in the order of tables and figures ---------------------------------------------------
 register(Method("auto", build=_build_auto, label="AutoWU", lr=None, warmup=False, tuning="never",
                 options=options_of(AutoWUOptions), autowu_family=True))
-# AutoWU+ takes AutoWU's options but ramp_fraction for max_warmup_fraction, and its own
+# AutoWU+ takes AutoWU's options but ramp_fraction for max_warmup_fraction (and its own ramp for the
+# warmup path), and its own
 register(Method("autoplus", build=_build_autoplus, label="AutoWU+", lr=None, warmup=False, tuning="never",
                 options=_merged(options_of(AutoWUOptions), options_of(AutoWUPlusOptions),
-                                drop=("max_warmup_fraction",)), autowu_family=True))
+                                drop=("max_warmup_fraction", "warmup")), autowu_family=True))
 register(Method("linear", build=schedules.build_linear, label="linear (Goyal)",
                 lr="base LR per 256 examples: peak = lr * B / 256, linear warmup over warmup_epochs",
                 warmup=True, tuning="b0"))

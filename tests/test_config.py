@@ -96,11 +96,11 @@ def test_roles() -> None:
                                          "compile", "keep_ckpt", "data_root", "tensorboard", "overwrite"}
     assert config.sweep_keys() == {"data", "model", "opt", "bs", "seed", "sched", "lr", "epochs", "subset",
                                    "legw_b0", "out", "ckpt_dir", "resume", "progress", "warmup_epochs", "init_lr",
-                                   "max_lr", "max_warmup_fraction", "decay", "gp_path",
+                                   "max_lr", "max_warmup_fraction", "decay", "gp_path", "warmup",
                                    # every method's own options go under its scheduler's entry (registry)
                                    "ramp_fraction", "candidate", "lr_factor", "test_fraction", "patience",
                                    "div_factor", "rollback", "accel", "max_growth"}
-    assert set(config.options_of("auto")) == {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path"}
+    assert set(config.options_of("auto")) == {"init_lr", "max_lr", "max_warmup_fraction", "decay", "gp_path", "warmup"}
     assert set(config.options_of("autoplus")) == {"init_lr", "max_lr", "decay", "gp_path", "ramp_fraction",
                                                   "candidate", "lr_factor", "test_fraction", "patience", "div_factor",
                                                   "rollback", "accel", "max_growth"}
@@ -117,6 +117,9 @@ def test_scheduler_defaults_are_the_schedulers() -> None:
         params = {**inspect.signature(AutoWU.__init__).parameters, **inspect.signature(cls.__init__).parameters}
         for name in config.options_of(sched):
             f = fields[name]
+            if f.metadata["sparse"]:  # unset unless given: the scheduler's own default applies
+                assert f.default is None and f"(default: {params[name].default})" in f.metadata["help"], name
+                continue
             default = f.default if f.metadata["resolved"] is None else f.metadata["resolved"]
             assert default == params[name].default, (sched, name)
 
@@ -139,7 +142,7 @@ def test_argparse_error_is_one_line() -> None:
     assert len(lines) == 1 and lines[0].startswith("train.py: error: argument --bs: invalid int value"), out.stderr
 
 
-@pytest.mark.parametrize("abbrev", [["--epoch", "3"], ["--warmup", "2"]])
+@pytest.mark.parametrize("abbrev", [["--epoch", "3"], ["--warmup-epoch", "2"]])
 def test_no_abbreviations(abbrev: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     # a sweep's train_args key "epoch" must not silently become --epochs
     with pytest.raises(SystemExit):
@@ -193,7 +196,21 @@ def test_scheduler_settings_agree_with_the_registry() -> None:
         f = fields[o.name]
         assert f.metadata["sweep"], o.name  # a sweep sets it under its scheduler's entry, not train_args
         for m in methods:
+            if f.metadata["sparse"]:
+                continue  # checked against the scheduler in test_scheduler_defaults_are_the_schedulers
             default = f.metadata["resolved"] if f.metadata["resolved"] is not None else f.default
             assert default == SCHEDULERS[m].option(o.name).default, (o.name, m)
         assert tuple(f.metadata["choices"] or ()) == tuple(o.choices or ()), o.name
     assert config.build_parser()._option_string_actions["--sched"].choices == list(SCHEDULERS)
+
+
+def test_a_sparse_setting_keeps_earlier_run_ids_and_names_itself_when_given() -> None:
+    """AutoWU's warmup path became a flag after its records: unset, the config and run_id are the
+    ones before it; given, the record names it and the run is another run."""
+    plain = config.resolve(config.build_parser().parse_args(["--sched", "auto"]))
+    linear = config.resolve(config.build_parser().parse_args(["--sched", "auto", "--warmup", "linear"]))
+    assert "warmup" not in plain.as_record() and "warmup" not in plain.scheduler_options()
+    assert linear.as_record()["warmup"] == "linear" and linear.scheduler_options()["warmup"] == "linear"
+    assert config.run_id(plain) == "c8c36a11992a" != config.run_id(linear)  # as before the flag (test_run_ids)
+    with pytest.raises(config.UsageError, match="--warmup is for --sched auto only"):
+        config.resolve(config.build_parser().parse_args(["--sched", "autoplus", "--warmup", "linear"]))

@@ -11,6 +11,7 @@ formats (torchvision's pickles, an ImageFolder tree of JPEGs). Every test runs o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -153,6 +154,8 @@ def check_record(rec: dict[str, Any], *, epochs: int, steps_per_epoch: int, worl
     dropped = {o.name for o, _ in flag_options()} - set(method.flags)
     if method.lr is None:
         dropped |= {"lr", "warmup_epochs", "legw_b0"}
+    # sparse settings are recorded only when given (AutoWU's warmup path: the reference's when absent)
+    dropped |= {f.name for f in dataclasses.fields(config.RunConfig) if f.metadata["sparse"]}
     if method.replaces_optimizer:  # Schedule-Free, Prodigy: their own optimizer, no --opt
         dropped |= {"opt"}
         assert "opt" not in rec["config"] and rec["schedule"]["optimizer"]
