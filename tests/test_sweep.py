@@ -675,8 +675,10 @@ def test_flags_are_exact_names_never_prefixes(tmp_path: Path, capsys: pytest.Cap
     # argparse would read --epoch as --epochs and --warmup as --warmup-epochs without a word
     for spec, msg in ((base_spec(train_args={"loader": "tensor", "epoch": 3}), "'epoch' is not a train.py flag "
                        "(did you mean epochs?)"),
-                      (base_spec(schedulers={"fixed": {"lr": [1e-2], "warmup": 2}}), "fixed: 'warmup' is not a "
-                       "train.py flag (did you mean warmup_epochs?)"),
+                      (base_spec(schedulers={"fixed": {"lr": [1e-2], "warmup": 2}}), "fixed: 'warmup' is a "
+                       "setting of auto, not of fixed (did you mean warmup_epochs?)"),
+                      (base_spec(schedulers={"fixed": {"lr": [1e-2], "warmup_epoch": 2}}), "fixed: 'warmup_epoch' "
+                       "is not a train.py flag (did you mean warmup_epochs?)"),
                       (base_spec(schedulers={"fixed": {"lr": [1e-2], "epochs": 2}}), "'epochs' is not a train.py "
                        "flag"),
                       (base_spec(train_args={"loader": "tensor", "wd": 0.1},

@@ -699,8 +699,9 @@ def test_finished_record_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(sig: signal.Signals, tmp_path: Path,
                                                                 fashion_root: Path) -> None:
+    # epochs enough that the run cannot end between its first checkpoint and the signal
     flags = ["--model", "mlp_tiny", "--loader", "tensor", "--subset", "512", "--val-size", str(VAL), "--bs", "256",
-             "--epochs", "30", "--sched", "cosine", "--lr", "0.01", *_dirs(tmp_path, fashion_root)]
+             "--epochs", "3000", "--sched", "cosine", "--lr", "0.01", *_dirs(tmp_path, fashion_root)]
     rid = run_id_for(flags)
     ckpt = tmp_path / "ckpt" / rid / "last.pt"
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *flags], cwd=REPO, env=_env(),

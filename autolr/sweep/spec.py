@@ -259,6 +259,14 @@ def spec_from_dict(raw: Mapping[str, Any], path: str | None = None) -> SweepSpec
             raise SweepError(f"{where}: {what}; choose from {', '.join(SCHEDULERS)}")
         if "legw_b0" in o:
             raise SweepError(f"{where}: {method}: legw_b0 is the sweep's B0 (its smallest batch size)")
+        # another method's setting (warmup, AutoWU's path, under fixed) would be refused by every run
+        own = set(config.options_of(sched))
+        # (lr, warmup_epochs and legw_b0 have their own messages)
+        for key in sorted(set(o) & (config.scheduler_keys() - own - {"lr", "warmup_epochs", "legw_b0"})):
+            near = [k for k in sorted(own) if k.startswith(key)][:1]
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            owners = [n for n in SCHEDULERS if key in config.options_of(n)]
+            raise SweepError(f"{where}: {method}: {key!r} is a setting of {'/'.join(owners)}, not of {sched}{hint}")
         if "lr_from" in o:
             if SCHEDULERS[sched].lr is None or sched in TUNED_AT_B0:
                 raise SweepError(f"{where}: {method}: lr_from is for a scheduler whose --lr is the peak LR "
