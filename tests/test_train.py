@@ -701,11 +701,14 @@ def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(sig: signal.Signa
                                                                 fashion_root: Path) -> None:
     # epochs enough that the run cannot end between its first checkpoint and the signal
     flags = ["--model", "mlp_tiny", "--loader", "tensor", "--subset", "512", "--val-size", str(VAL), "--bs", "256",
-             "--epochs", "3000", "--sched", "cosine", "--lr", "0.01", *_dirs(tmp_path, fashion_root)]
+             "--epochs", "300", "--sched", "cosine", "--lr", "0.01", *_dirs(tmp_path, fashion_root)]
     rid = run_id_for(flags)
     ckpt = tmp_path / "ckpt" / rid / "last.pt"
+    # a test suite started in the background (nohup make test &) inherits SIGINT ignored, as would the
+    # run: give it the disposition of a terminal's Ctrl-C, which is what this test is about
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *flags], cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600
         while not ckpt.exists():
