@@ -184,7 +184,7 @@ class AutoWUPlus(AutoWU):
         # max_growth per step
         span = math.log(self.max_lr / self.init_lr)
         self._rate = span / max(self.max_warmup_steps, 1)
-        start = math.log(self.init_lr)
+        start, raised = math.log(self.init_lr), False
         if self.max_growth is not None and self._rate > math.log(self.max_growth):
             self._rate = math.log(self.max_growth)
             # slowed by the bound, the ramp keeps the steps it needs to reach max_lr, up to AutoWU's
@@ -196,15 +196,14 @@ class AutoWUPlus(AutoWU):
                 # not even half the budget covers the range at the bound (under ~60 steps): the ramp
                 # starts higher, so that it still ends at max_lr on its cap; the decades it drops lie
                 # far below any useful LR, where a budget this short cannot afford to linger (dev round 11)
-                start = math.log(self.max_lr) - self._rate * self.max_warmup_steps
+                start, raised = math.log(self.max_lr) - self._rate * self.max_warmup_steps, True
         #: where the ramp starts: init_lr, or higher when the budget is too short for the whole range
-        self.ramp_start_lr = self.init_lr if start == math.log(self.init_lr) else math.exp(start)
+        self.ramp_start_lr = math.exp(start) if raised else self.init_lr
         # the ramp's log-LR of every step so far: it climbs accel times faster while the loss is flat
         self._ramp_log = [start]
         # a ramp that starts within three decades of max_lr has dropped the flat decades the fast pace
         # is for (at 20-30 steps; dev round 13), one that starts lower keeps it (at 40-60 steps)
-        self._fast = self.accel > 1.0 and (start == math.log(self.init_lr)
-                                           or start < math.log(self.max_lr * self.FAST_BELOW))
+        self._fast = self.accel > 1.0 and (not raised or start < math.log(self.max_lr * self.FAST_BELOW))
         self._apply(self._lr(0))  # AutoWU's __init__ set step 0's LR from init_lr
 
     def _warmup_lr(self, step: int) -> float:
@@ -245,8 +244,7 @@ class AutoWUPlus(AutoWU):
                 self._flush_epoch_losses()
                 self._check_flat()
                 if self.rollback:
-                    window = max(3, int(round(self.smooth_fraction * len(self.losses))))
-                    self._keep_snapshot(s, smoothed_argmin(np.asarray(self.losses, dtype=np.float64), window))
+                    self._keep_snapshot(s, self._smoothed_minimum()[0])
         self._apply(self._lr(s))
 
     def _check_flat(self) -> bool:
@@ -314,11 +312,15 @@ class AutoWUPlus(AutoWU):
             return float(last["candidate_lr"])
         return lr_now
 
+    def _smoothed_minimum(self) -> tuple[int | None, int]:
+        """The step of the smoothed loss minimum so far, and the moving average's window."""
+        window = max(3, int(round(self.smooth_fraction * len(self.losses))))
+        return smoothed_argmin(np.asarray(self.losses, dtype=np.float64), window), window
+
     def _test(self, step: int, lr_now: float) -> dict[str, Any]:
         record = super()._test(step, lr_now)
         losses = np.asarray(self.losses, dtype=np.float64)
-        window = max(3, int(round(self.smooth_fraction * len(losses))))
-        i = smoothed_argmin(losses, window)
+        i, window = self._smoothed_minimum()
         smoothed_lr = None if i is None else self._warmup_lr(i)
         # the guard compares the losses since the last test with the smoothed minimum's level
         recent = max(2, min(self.test_every, window))
