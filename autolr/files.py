@@ -20,13 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "stale_temporaries",
-           "FileLock", "LockHeld"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
+           "stale_temporaries", "FileLock", "LockHeld"]
 
 
 def _temporary(path: Path) -> Path:
-    # the target's suffix last, for writers that pick the format by it (matplotlib's savefig)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    # never ending in the target's suffix: readers glob "runs/*.json", and pathlib's glob matches
+    # hidden files, so a temporary named ".x.json.123.tmp.json" was read in the instant before its rename
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
@@ -61,9 +62,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.close(fd)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, if_changed: bool = False) -> None:
+    """``if_changed``: a file that already holds ``data`` is left alone (its mtime too), so that
+    rebuilding tables and figures leaves a clean checkout clean."""
+    path = Path(path)
+    if if_changed:
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                return
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, if_changed: bool = False) -> None:
+    atomic_write_bytes(path, text.encode(), if_changed=if_changed)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 1,

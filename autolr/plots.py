@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from autolr.collate import METHOD_LABELS, PEERS, Collation, bs_label, cell_stats, collate, method_rank
 from autolr.diagnose import diagnose_records
+from autolr.files import atomic_write_bytes
 
 __all__ = ["make_figures", "main"]
 
@@ -93,16 +93,9 @@ def _title(col: Collation, what: str) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    png = buf.getvalue()
-    # an unchanged figure is not rewritten: a rebuild leaves a clean checkout clean
-    if path.is_file() and path.read_bytes() == png:
-        return path
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue(), if_changed=True)
     return path
 
 

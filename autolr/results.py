@@ -22,7 +22,6 @@ charged no tuning run; the LR range test one per cell, at the test's own steps a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from autolr.collate import (  # the collation, re-exported: autolr.results is wh
     stage_entries,
 )
 from autolr.diagnose import diagnose_records
+from autolr.files import atomic_write_text
 from autolr.records import finite_float
 from autolr.registry import SCHEDULERS
 
@@ -139,25 +139,9 @@ def build_table(sweep_dir: str | Path, write: bool = True) -> tuple[pd.DataFrame
         df["partial"] = col.partial
     md = _markdown(col, rows)
     if write:
-        _atomic_write_text(sweep_dir / "TABLE.md", md)
-        _atomic_write_text(sweep_dir / "TABLE.csv", df.to_csv(index=False))
+        atomic_write_text(sweep_dir / "TABLE.md", md, if_changed=True)
+        atomic_write_text(sweep_dir / "TABLE.csv", df.to_csv(index=False), if_changed=True)
     return df, md
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically; leave the file (and its mtime) alone when it already holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if path.read_text() == text:
-            return
-    except (OSError, UnicodeDecodeError):
-        pass
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
