@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from autolr.recipes import RECIPES, get_recipe  # the datasets' training recipes
 from autolr.registry import SCHEDULERS, flag_options  # the methods: lr, warmup, B0, their options
 
 __all__ = ["IDENTITY", "OPERATIONAL", "AUTOWU_FAMILY", "NO_LR", "OWN_OPTIMIZER", "RunConfig", "UsageError",
@@ -46,7 +47,7 @@ AUTOWU_FAMILY = tuple(name for name, m in SCHEDULERS.items() if m.autowu_family)
 OWN_OPTIMIZER = tuple(name for name, m in SCHEDULERS.items() if m.replaces_optimizer)
 #: a setting of every scheduler outside NO_LR (the baselines)
 _BASELINES = "baselines"
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet")
+DATASETS = tuple(RECIPES)
 
 
 class UsageError(Exception):
@@ -247,8 +248,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _recipe_default_text(get: Callable[[Any], Any]) -> str:
-    from autolr.recipes import RECIPES
-
     by_value: dict[str, list[str]] = {}
     for name, r in RECIPES.items():
         by_value.setdefault(str(get(r)), []).append(name)
@@ -300,7 +299,6 @@ def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
     Raises UsageError for impossible settings. Checks that need the data or the devices are
     train.py's (they come before anything is written, too).
     """
-    from autolr.recipes import get_recipe
     from autolr.schedules import DEFAULT_WARMUP_EPOCHS
 
     given = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
@@ -324,8 +322,8 @@ def resolve(args: argparse.Namespace | Mapping[str, Any]) -> RunConfig:
     c.sync_bn = r.sync_bn_for(c.model)
     c.recipe = r.dataset
 
-    if c.data == "imagenet" and c.loader == "tensor":
-        raise UsageError("--loader tensor holds a whole split in memory: use it for fashion-mnist or cifar only")
+    if c.loader == "tensor" and not r.spec.in_memory:
+        raise UsageError(f"--loader tensor holds a whole split in memory: {r.spec.title} needs --loader ffcv")
     for name in ("bs", "micro_bs", "epochs"):
         value = getattr(c, name)
         if value is None or value < 1:

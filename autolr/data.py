@@ -214,11 +214,13 @@ def load_arrays(dataset: str, data_root: str | os.PathLike[str], *,
     download = spec.download_by_default if download is None else download
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if spec.layout == "idx":
-        size = (spec.image_size, spec.image_size)
+        size = (spec.image_size - 2 * spec.pad,) * 2
         for split, (img_path, lab_path) in _idx_paths(spec, data_root, download).items():
             images, labels = read_idx(img_path), read_idx(lab_path)
             if images.ndim != 3 or images.shape[1:] != size:
                 raise DataError(f"{img_path} holds images of shape {images.shape[1:]}, not {size[0]}x{size[1]}")
+            if spec.pad:
+                images = np.pad(images, ((0, 0), (spec.pad, spec.pad), (spec.pad, spec.pad)))
             if labels.ndim != 1 or len(labels) != len(images):
                 raise DataError(f"{lab_path} holds {len(labels)} labels for {len(images)} images in {img_path}")
             if labels.max(initial=0) >= spec.num_classes:

@@ -86,6 +86,10 @@ RECIPES: dict[str, Recipe] = {
         dataset="fashion-mnist", val_size=5000, model="cnn_fashion", models=("cnn_fashion",), opt="adamp",
         opts=("adamp",), epochs=30, batch_sizes=(256, 1024, 4096, 16384), seeds=2,
     ),
+    "fashion-mnist-32": Recipe(
+        dataset="fashion-mnist-32", val_size=5000, model="resnet18_cifar", models=_CIFAR_MODELS, opt="adamp",
+        opts=("adamp", "lamb"), epochs=30, batch_sizes=(256, 1024, 4096, 16384), seeds=2,
+    ),
     "cifar10": Recipe(
         dataset="cifar10", val_size=5000, model="resnet18_cifar", models=_CIFAR_MODELS, opt="adamp",
         opts=("adamp", "lamb"), epochs=200, batch_sizes=(256, 1024, 4096, 16384), seeds=3,

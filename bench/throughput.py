@@ -17,7 +17,8 @@ cost of AutoWU's end-of-epoch test next to an epoch's time.
 - autowu: AutoWU's GP test replayed on the recipe's warmup (fashion, batch ``--bs``: every
   end-of-epoch test up to the forced switch) with a synthetic loss curve; each test's seconds
   against the epoch time implied by the measured train.py throughput.
-- on CUDA also: ResNet-50 at 224 px and CIFAR ResNet-18, both bf16 autocast + channels-last.
+- on CUDA also ``--gpu-models`` (default ResNet-50 at 224 px and CIFAR ResNet-18), bf16 autocast +
+  channels-last.
 
 Prints a table and writes bench/results/throughput.json atomically. Timings on a shared machine
 are noisy: the load average is recorded next to them.
@@ -312,8 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-options", action="store_true",
                    help="only the CPU's options side by side (threads, two runs at once, bf16, channels-last, "
                         "compile) on the bare loop, into bench/results/cpu_options.json")
+    p.add_argument("--gpu-models", default="resnet50@imagenet:256,resnet18_cifar@cifar10:512",
+                   help="on CUDA, also these (comma-separated MODEL@DATA:BS), bf16 autocast and channels-last")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
+    try:
+        gpu_models = parse_gpu_models(args.gpu_models)
+    except ValueError as err:
+        p.error(f"--gpu-models: {err}")
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = args.data or MODEL_DATA.get(args.model, "cifar10" if "cifar" in args.model or "_32" in args.model
@@ -337,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     configs = [(args.model, data, args.bs, micro, gpu, gpu)]
     if gpu:
-        configs += [("resnet50", "imagenet", 256, 256, True, True), ("resnet18_cifar", "cifar10", 512, 256, True, True)]
+        configs += [(model, d, bs, min(get_recipe(d).micro_bs, bs), True, True) for model, d, bs in gpu_models]
     for model, d, bs, mb, amp, cl in configs:
         print(f"step: {model} ({d}) bs {bs} micro {mb} on {device} ...", flush=True)
         results["steps"].append(bench_step(train, model=model, data=d, bs=bs, micro=mb, steps=args.steps,
@@ -381,6 +388,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{device} ({results['machine']['device_name']}), {threads} threads, load average {la[0]:.1f} before / "
           f"{results['machine']['load_average_after'][0]:.1f} after (shared machine: noisy). -> {args.out}")
     return 0 if all(math.isfinite(s["ratio"]) for s in results["steps"]) else 1
+
+
+def parse_gpu_models(text: str) -> list[tuple[str, str, int]]:
+    """``MODEL@DATA:BS,...`` as (model, data, batch) triples; ValueError says what is wrong."""
+    out = []
+    for item in filter(None, text.split(",")):
+        model, _, rest = item.partition("@")
+        data, _, bs = rest.partition(":")
+        if not model or not bs.isdigit() or int(bs) < 1:
+            raise ValueError(f"{item!r} is not MODEL@DATA:BS with a batch size >= 1")
+        get_recipe(data)  # ValueError for an unknown dataset
+        out.append((model, data, int(bs)))
+    return out
 
 
 def cpu_options_main(args: argparse.Namespace, data: str, micro: int, threads: int) -> int:

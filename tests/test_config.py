@@ -131,7 +131,7 @@ def test_help_shows_the_real_defaults() -> None:
     assert "(default: 1e-05)" in flat and "(default: results/runs)" in flat
     assert "fashion-mnist: cnn_fashion" in flat and "imagenet: resnet50" in flat
     assert "cifar10/cifar100: 200" in flat  # --epochs
-    assert "fashion-mnist/cifar10/cifar100: 256; imagenet: 1024" in flat  # --bs: B0
+    assert "fashion-mnist/fashion-mnist-32/cifar10/cifar100: 256; imagenet: 1024" in flat  # --bs: B0
 
 
 def test_argparse_error_is_one_line() -> None:

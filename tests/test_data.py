@@ -82,6 +82,22 @@ def test_fashion_idx_files(fashion: dict) -> None:
     assert abs(xtr.mean() / 255 - get_recipe("fashion-mnist").mean[0]) < 1e-3
 
 
+def test_fashion_at_32_is_fashion_with_a_black_border(fashion: dict) -> None:
+    padded = data.load_arrays("fashion-mnist-32", "/nonexistent-autolr-root", download=False)
+    for split in ("train", "test"):
+        (x32, y32), (x28, y28) = padded[split], fashion[split]
+        assert x32.shape == (len(x28), 32, 32, 1) and x32.dtype == np.uint8
+        assert np.array_equal(x32[:, 2:30, 2:30], x28) and np.array_equal(y32, y28)
+        assert x32.sum() == x28.sum()  # the border is zeros
+    spec = DATASET_SPECS["fashion-mnist-32"]
+    x = padded["train"][0] / 255
+    assert abs(x.mean() - spec.mean[0]) < 1e-3 and abs(x.std() - spec.std[0]) < 1e-3
+    # the same split (indices) as the 28x28 grid: the runs differ by the border alone
+    a, b = data.split_arrays("fashion-mnist-32", "/nonexistent-autolr-root"), \
+        data.split_arrays("fashion-mnist", "/nonexistent-autolr-root")
+    assert np.array_equal(a["val"][1], b["val"][1]) and np.array_equal(a["val"][0][:, 2:30, 2:30], b["val"][0])
+
+
 def test_split_indices_protocol() -> None:
     s = data.split_indices(60000, 5000, 0, None)
     assert len(s["train"]) == 55000 and len(s["val"]) == 5000

@@ -239,8 +239,11 @@ class Driver:
 
         # one run per run_id: a final run that is also a tuning run appears once
         todo = list({r.run_id: r for r in runs if r.run_id not in self.results}.values())
-        # the most steps (smallest batch) first, else the plan's order: parallel jobs end closer together
-        todo.sort(key=lambda r: r.bs)
+        # the sweep file's models in its order (a --max-runs chunk finishes the first model's grid
+        # before the next model's), then the most steps (smallest batch) first, else the plan's
+        # order: parallel jobs end closer together
+        models = list(self.sweep.spec.models)
+        todo.sort(key=lambda r: (models.index(r.model), r.bs))
         stopped = False
         if self.budget is not None:
             left = self.budget - self.ran
