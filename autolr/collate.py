@@ -13,6 +13,7 @@ and device time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import warnings
@@ -220,6 +221,10 @@ class Cell:
     tuning: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # run_id -> record row or None
     chosen_lr: float | None = None
     note: str | None = None
+    #: tuned by another sweep (the sweep file's tuning_from): its name, and the runs and device
+    #: seconds it charged there, which are not this sweep's records or device
+    tuned_in: str | None = None
+    charged: tuple[int, float] | None = None
 
 
 @dataclass
@@ -341,6 +346,9 @@ def collate(sweep_dir: str | Path) -> Collation:
                 notes.append("stages.json: a tuning entry without model/opt/bs/method")
                 continue
             cell(skey).chosen_lr = finite_float(e.get("chosen_lr"))
+            if e.get("tuned_in"):  # its trials are that sweep's records, charged below from tuning_charge
+                cell(skey).tuned_in = str(e["tuned_in"])
+                continue
             for t in e["trials"]:
                 rid = t.get("run_id")
                 if not rid:
@@ -351,6 +359,11 @@ def collate(sweep_dir: str | Path) -> Collation:
                 if not any(rid in c.tuning for c in cells.values() if c.key[3] == skey[3]):
                     cell((skey[0], skey[1], int(tbs), skey[3])).tuning[rid] = row
                     used.add(rid)
+        for e in stages.get("tuning_charge") or []:
+            if isinstance(e, dict) and e.get("tuned_in"):
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    c = cell((str(e["model"]), str(e["opt"]), int(e["bs"]), str(e["method"])))
+                    c.tuned_in, c.charged = str(e["tuned_in"]), (int(e["runs"]), float(e.get("wall_seconds") or 0.0))
         if not stages.get("complete", False):
             partial_reasons.append("stages.json says the sweep is not complete")
         unused = sorted(set(rows) - used)
@@ -480,6 +493,9 @@ def cell_stats(cells: Iterable[Cell]) -> list[dict[str, Any]]:
         one_run = _one_run(c)
         n_tune = 1 if one_run else len(c.tuning)
         n_tune_done = int(test_s.get(i) is not None) if one_run else sum(r is not None for r in c.tuning.values())
+        tune_s = (test_s.get(i) or 0.0) if one_run else tuning_s.get(i, 0)
+        if c.charged is not None:
+            (n_tune, tune_s), n_tune_done = c.charged, c.charged[0]
         out.append({
             "model": model, "opt": opt, "bs": bs, "method": method,
             "n_expected": len(c.finals) + c.missing, "n_done": len(c.finals), "n_finished": n_ok,
@@ -491,8 +507,8 @@ def cell_stats(cells: Iterable[Cell]) -> list[dict[str, Any]]:
             "val_acc_pct_mean": stat["val_acc_pct"].get(i, none)[0],
             "lr": c.chosen_lr if c.chosen_lr is not None else (lrs[0] if len(lrs) == 1 else None),
             "peak_lr_mean": stat["peak_lr"].get(i, none)[0], "peak_lr_std": stat["peak_lr"].get(i, none)[1],
-            "tuning_runs": n_tune, "tuning_runs_done": n_tune_done,
-            "tuning_device_s": (test_s.get(i) or 0.0) if one_run else tuning_s.get(i, 0),
+            "tuning_runs": n_tune, "tuning_runs_done": n_tune_done, "tuned_in": c.tuned_in,
+            "tuning_device_s": tune_s,
             "tuning_steps": test_steps.get(i) if one_run else None, "final_device_s": final_s.get(i, 0),
             "total_device_s": total_s.get(i, 0),
             "switch_epoch_mean": stat["switch_epoch"].get(i, none)[0],

@@ -219,6 +219,9 @@ _COST_KEYS = ("tuning_runs", "tuning_runs_done", "tuning_device_s", "total_devic
 def _cost_of(t: Any) -> str:
     steps = t.get("tuning_steps") if isinstance(t, dict) else None
     cell = _cost_cell(*(t[k] for k in _COST_KEYS))
+    if isinstance(t, dict) and t.get("tuned_in") and t["tuning_runs"]:
+        # another sweep's runs, on its device: named, and not in this sweep's "all"
+        cell = cell.replace(" (", f" in {t['tuned_in']} (", 1).replace(") · ", " there) · ", 1)
     # the range test's charge in steps too: a test is a few dozen steps, not a run
     return cell if steps is None else cell.replace(") · ", f", {steps:.0f} steps) · ", 1)
 
@@ -240,6 +243,10 @@ def _md_tuning_cost(col: Collation, rows: Rows, methods: list[str]) -> str:
                     + [f"**{_cost_of(grand.loc[m])}**" if m in grand.index else "" for m in methods])
     tuned_note = ("" if col.stages is not None else
                   " Without stages.json the tuning runs are unknown: only extra LRs found in a cell count.")
+    elsewhere = sorted({c.tuned_in for c in col.cells.values() if c.tuned_in})
+    if elsewhere:
+        tuned_note += (f" Tuned in {', '.join(elsewhere)} (the sweep file's tuning_from): those runs and their "
+                       "device time are that sweep's, on its device, and not part of all here.")
     peers = _peers_in(methods)
     peer_note = "" if not peers else (
         " " + " and ".join(METHOD_LABELS[m] for m in peers if SCHEDULERS[m].tuning == "never") + ": no tuning run."

@@ -932,6 +932,16 @@ def test_tuning_from_another_sweep_runs_the_finals_at_its_choices(tmp_path: Path
     assert charge[("fixed", 512)]["tuned_in"] == "gpu" and charge[("linear", 128)]["charged"] == "once per grid"
     assert doc["spec"]["tuning_from"] == "gpu" and "tuning_from" not in gdoc["spec"]
 
+    # the table charges the source's tuning runs, named, and counts none of them as missing here
+    from autolr import results as res
+
+    fill(cpu, plan.final_runs, lambda r: ("finished", 0.8))
+    cpu.write_stages(cpu.plan(sw.load_results(cpu.runs_dir)), sw.load_results(cpu.runs_dir))
+    df, md = res.build_table(cpu.dir, write=False)
+    row = df[(df.method == "fixed") & (df.bs == 512)].iloc[0]
+    assert row.tuning_runs == row.tuning_runs_done == 3 and row.tuned_in == "gpu"
+    assert "PARTIAL" not in md and "tune 3 in gpu (" in md
+
     # another budget, another grid, a missing source: refused in one line
     other_grid = {"schedulers": {"fixed": {"lr": [1e-3], "warmup_epochs": 1}}}
     for over, what in (({"epochs": 20}, "its epochs is 10"), (other_grid, "scheduler fixed is"),
