@@ -61,6 +61,7 @@ from ffcv.writer import DatasetWriter, worker_job_indexed_dataset
 from autolr import data
 from autolr.augment import augment_normalize, augment_params, imagenet_train_postprocess
 from autolr.datasets import DataError, DatasetSpec, get_spec
+from autolr.files import atomic_path, atomic_write_json
 from autolr.recipes import get_recipe
 from autolr.sampling import COLOUR, RESIZED_CROP, eval_indices, stream_seed, train_order
 
@@ -347,22 +348,16 @@ def prepare_ffcv(dataset: str, data_root: str | os.PathLike[str], *, subset: int
             src = sources[split]
             manifest = beton.with_suffix(".json")
             manifest.unlink(missing_ok=True)  # a crash from here on leaves no manifest: rebuilt next time
-            tmp = beton.with_name(f".{beton.name}.tmp-{os.getpid()}")
-            try:
+            with atomic_path(beton) as tmp:
                 # each writer process fills its own pages: small pages keep small sets small
                 page = 1 << 21 if spec.in_memory else 1 << 23
                 fields = {"image": _image_field(spec, max_resolution, jpeg_quality)[1], "label": IntField()}
                 _write_beton(tmp, src, fields, workers, f"{dataset} {split} -> {beton.name}", page)
-                os.replace(tmp, beton)
-            finally:
-                tmp.unlink(missing_ok=True)
             labels = np.asarray(src.labels, dtype=np.int64)
             record = {**expected[split], "count": len(src), "bytes": beton.stat().st_size,
                       "digest": _beton_digest(beton), "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            tmp_manifest = manifest.with_name(f".{manifest.name}.tmp-{os.getpid()}")
-            tmp_manifest.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp_manifest, manifest)
+            atomic_write_json(manifest, record, sort_keys=True)
             log.info("wrote %s (%d examples, %.1f MB)", beton, len(src), record["bytes"] / 1e6)
     return paths
 

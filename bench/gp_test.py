@@ -19,12 +19,10 @@ reported fast-only); the oracle costs ~0.4 s a test, so the full run takes a min
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from autolr.autowu import AutoWU  # noqa: E402
+from autolr.files import atomic_write_json  # noqa: E402
 from autolr.gp import GPConfig, GPState, run_test  # noqa: E402
 
 RESULTS = HERE / "results" / "gp_test.json"
@@ -127,7 +126,8 @@ def compare(curve: curve_lib.Curve, fast: dict[str, Any], oracle: dict[str, Any]
     passed = bool(same_epoch and abs(ratio - 1.0) <= LR_TOL and max_dp <= P_TOL and decision_mismatch == 0)
     out.update(
         oracle_switch_epoch=oracle["switch_epoch"], oracle_switch_kind=oracle["switch_kind"],
-        oracle_switch_lr=oracle["switch_lr"], same_switch_epoch=same_epoch, lr_ratio=ratio,
+        oracle_switch_lr=oracle["switch_lr"], same_switch_epoch=same_epoch,
+        lr_ratio=ratio if math.isfinite(ratio) else None,  # JSON has no NaN
         max_dp=max_dp, p_compared=n_compared, p_near_threshold=n_near, decision_mismatches=decision_mismatch,
         oracle_seconds=oracle["seconds"], oracle_tests=len(oracle["tests"]),
         status="PASS" if passed else "FAIL", passed=passed,
@@ -169,21 +169,6 @@ def print_row(r: dict[str, Any]) -> None:
           f"{_fmt(r.get('lr_ratio'), '8.4f')} {_fmt(r.get('max_dp'), '8.1e')} "
           f"{_fmt(r.get('p_near_threshold'), '4d')} {_fmt(r['switch_over_best'], '7.3f')} "
           f"{_fmt(r.get('oracle_seconds'), '6.1f')}  {r['status']}", flush=True)
-
-
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                         "machine": platform.machine()},
         "seconds": time.perf_counter() - t_start,
     }
-    write_atomic(args.out, summary)
+    atomic_write_json(args.out, summary)
     print(f"wrote {args.out} ({summary['seconds']:.0f} s)")
     return 1 if failed else 0
 

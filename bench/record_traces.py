@@ -12,8 +12,6 @@ test sequence on it up to any switch.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolr import AutoWU  # noqa: E402
 from autolr.data import build_loaders  # noqa: E402
+from autolr.files import atomic_write_json  # noqa: E402
 from autolr.models import build_model  # noqa: E402
 from autolr.optim import build_optimizer  # noqa: E402
 
@@ -64,16 +63,13 @@ def record(bs: int, subset: int, epochs: int, seed: int = 0, data_root: str = "d
             break
     name = f"fashion_cnn_bs{bs}_n{subset}_e{epochs}"
     out = OUT / f"{name}.json"
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({
+    atomic_write_json(out, {
         "name": name, "steps_per_epoch": steps_per_epoch, "total_epochs": epochs, "init_lr": sched.init_lr,
         "max_lr": sched.max_lr, "max_warmup_fraction": sched.max_warmup_fraction, "warmup": "exp",
         "description": f"cnn_fashion + AdamP on a {subset}-image Fashion-MNIST subset, batch {bs}, exponential "
                        f"warmup to its cap (M={sched.max_warmup_steps} steps), seed {seed}",
         "command": f"python bench/record_traces.py --bs {bs} --subset {subset} --epochs {epochs}",
-        "losses": [v if v == v and abs(v) != float("inf") else None for v in losses]}, indent=0))
-    os.replace(tmp, out)
+        "losses": [v if v == v and abs(v) != float("inf") else None for v in losses]}, indent=0)
     print(f"{name}: {len(losses)} steps in {time.perf_counter() - t0:.0f}s -> {out}")
     return out
 

@@ -49,6 +49,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import autolr.data as autolr_data  # noqa: E402
+from autolr.files import atomic_write_json  # noqa: E402
 from autolr.models import build_model  # noqa: E402
 from autolr.optim import build_optimizer  # noqa: E402
 from autolr.recipes import get_recipe  # noqa: E402
@@ -292,13 +293,6 @@ def bench_autowu(*, bs: int, epoch_seconds: float) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-def atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn_fashion")
