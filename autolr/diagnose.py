@@ -14,9 +14,9 @@ TABLE.md and ``python -m autolr.plots`` draws it (figure f). Per run:
   at the ends). An epoch is the interval at which AutoWU itself looks at the loss, so the
   smoother sees the curve at the same resolution as the test, without the test's GP, whose
   lengthscale of 0.2 of the history is what is being diagnosed;
-- the LR of a step: the warmup path of the record's ``autowu.config`` (init_lr, max_lr,
-  max_warmup_steps, exp or linear), which is the LR that step ran at (``lr_trace`` where the
-  config is absent);
+- the LR of a step: the record's ``lr_trace``, the LR that step ran at (log-interpolated where
+  the trace is sparse); the reference's warmup formula from ``autowu.config`` (init_lr, max_lr,
+  max_warmup_steps, exp or linear) where a record has no trace;
 - every test: its epoch, p values, verdict and candidate LR (the reference's mapping of the
   GP's argmin back along the warmup path);
 - the share of all steps before the minimum, between the minimum and the switch (detection),
@@ -80,13 +80,15 @@ def warmup_lr(step: int, config: Mapping[str, Any]) -> float:
 
 
 def _lr_at(step: int, rec: Mapping[str, Any]) -> float | None:
-    cfg = (rec.get("autowu") or {}).get("config") or rec.get("schedule") or {}
-    if all(k in cfg for k in ("init_lr", "max_lr", "max_warmup_steps")):
-        return warmup_lr(step, cfg)
+    # the trace is what ran; the reference's formula is the fallback for records without one (an
+    # AutoWU+ ramp is not that formula: its pace changes with the loss, its start with the budget)
     trace = rec.get("lr_trace") or {}
     steps, lrs = trace.get("step") or [], trace.get("lr") or []
     pts = [(int(s), float(v)) for s, v in zip(steps, lrs, strict=False) if finite_float(v) is not None]
     if not pts:
+        cfg = (rec.get("autowu") or {}).get("config") or rec.get("schedule") or {}
+        if all(k in cfg for k in ("init_lr", "max_lr", "max_warmup_steps")):
+            return warmup_lr(step, cfg)
         return None
     # a sparse trace (every > 1): the warmup is exponential, so interpolate log LR
     xs, ys = np.array([p[0] for p in pts], float), np.log(np.maximum([p[1] for p in pts], 1e-300))

@@ -134,7 +134,7 @@ def test_nan_losses_do_not_hide_the_minimum() -> None:
     assert d["min_step"] == 20
 
 
-def test_lr_from_a_sparse_trace_when_the_config_is_absent() -> None:
+def test_lr_from_a_sparse_trace() -> None:
     rec = fired_record()
     del rec["autowu"]["config"]
     trace = rec["lr_trace"]
@@ -143,6 +143,16 @@ def test_lr_from_a_sparse_trace_when_the_config_is_absent() -> None:
     assert d["min_lr"] == pytest.approx(10 ** -2.5)  # step 20 is on the trace
     rec["lr_trace"] = {"every": 3, "step": trace["step"][::3], "lr": trace["lr"][::3]}
     assert diagnose.diagnose_run(rec)["min_lr"] == pytest.approx(10 ** -2.5, rel=1e-9)  # log-interpolated
+
+
+def test_lr_is_the_trace_where_the_ramp_is_not_the_formula() -> None:
+    # AutoWU+ records AutoWU's config keys, but its ramp (paced by the loss, a raised start) is not
+    # that formula: the LR at the minimum is what the trace says ran
+    rec = fired_record()
+    rec["lr_trace"]["lr"] = [3 * v for v in rec["lr_trace"]["lr"]]
+    assert diagnose.diagnose_run(rec)["min_lr"] == pytest.approx(3 * 10 ** -2.5)
+    del rec["lr_trace"]  # no trace: the formula
+    assert diagnose.diagnose_run(rec)["min_lr"] == pytest.approx(10 ** -2.5)
 
 
 def write_sweep(root: Path) -> Path:
