@@ -71,7 +71,8 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     peer = rec.get("peer") or {}
     rt = peer.get("range_test") or {}
     switch_lr = finite_float(aw.get("switch_lr"))
-    if method == "auto":
+    autowu = method in SCHEDULERS and SCHEDULERS[method].autowu_family  # AutoWU and AutoWU+
+    if autowu:
         peak = switch_lr
     elif peer:
         peak = finite_float(peer.get("peak_lr"))  # what the peer found or was given (train.peer_summary)
@@ -91,7 +92,7 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "seed": cfg.get("seed"),
         # the peak-defining LR the run ended up with: the flag for baselines, the discovered one for AutoWU
         # and the peers
-        "lr": switch_lr if method == "auto" else peak if peer else finite_float(cfg.get("lr")),
+        "lr": switch_lr if autowu else peak if peer else finite_float(cfg.get("lr")),
         "base_lr": finite_float(cfg.get("lr")), "peak_lr": peak,
         "warmup_epochs": finite_float(cfg.get("warmup_epochs")),
         "epochs": cfg.get("epochs"), "status": outcome.get("status") or "unknown", "error": outcome.get("error"),
@@ -104,8 +105,8 @@ def _flatten(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "switch_lr": switch_lr,
         "switch_kind": aw.get("switch_kind"), "n_tests": len(tests) if aw else None,
         "n_positive_tests": sum(bool(t.get("positive")) for t in tests) if aw else None,
-        "autowu_test_seconds": test_s if method == "auto" else None,
-        "autowu_test_share": share if method == "auto" else None,
+        "autowu_test_seconds": test_s if autowu else None,
+        "autowu_test_share": share if autowu else None,
         "rangetest_steps": rt.get("steps"), "rangetest_device_s": finite_float(rt.get("device_seconds")),
         "device": env.get("device"), "device_name": env.get("device_name"), "world_size": world,
         "micro_bs": env.get("micro_bs"), "steps_per_epoch": rec.get("steps_per_epoch"),

@@ -45,9 +45,10 @@ __all__ = ["make_figures", "main"]
 METHOD_COLORS: dict[str, str] = {
     "auto": "#d62728", "linear": "#1f77b4", "legw": "#2ca02c", "fixed": "#ff7f0e", "cosine": "#9467bd",
     "constant": "#7f7f7f", "schedulefree": "#8c564b", "prodigy": "#e377c2", "rangetest": "#17becf",
+    "autoplus": "#bcbd22",
 }
 METHOD_MARKERS: dict[str, str] = {"auto": "o", "linear": "s", "legw": "^", "fixed": "D", "cosine": "v", "constant": "x",
-                                  "schedulefree": "P", "prodigy": "X", "rangetest": "*"}
+                                  "schedulefree": "P", "prodigy": "X", "rangetest": "*", "autoplus": "h"}
 #: methods whose LR trace spans decades: AutoWU's exponential warmup, Prodigy's estimate growing from d0
 LOG_LR_METHODS = ("auto", "prodigy")
 Log = Callable[[str], None]
@@ -230,7 +231,8 @@ def fig_switch_lr(col: Collation, raw: dict[str, dict[str, Any]], stats: pd.Data
     autos = [(k, r) for k, r, _ in _finals(col, raw, "auto") if r.get("switch_lr")]
     # the peers' discovered peaks beside AutoWU's (drawn only where a peer ran: figures of sweeps
     # without them are unchanged)
-    peers = [(k, r) for m in PEERS for k, r, _ in _finals(col, raw, m, ok_only=True) if r.get("peak_lr")]
+    # (AutoWU+ among them: its switch LR, one line like theirs)
+    peers = [(k, r) for m in FOUND_PEAKS for k, r, _ in _finals(col, raw, m, ok_only=True) if r.get("peak_lr")]
     if not autos and not peers:
         log("skip (c) switch LR vs batch size: no AutoWU run switched")
         return []
@@ -255,7 +257,7 @@ def fig_switch_lr(col: Collation, raw: dict[str, dict[str, Any]], stats: pd.Data
             ax.plot(grid, means[b0] * np.sqrt(grid / b0), "k:", lw=1.5,
                     label="square-root rule ∝ √B (from the smallest batch)")
         peer_sizes: set[int] = set()
-        for method in PEERS:
+        for method in FOUND_PEAKS:
             found = [(k[2], r["peak_lr"]) for k, r in peers if (k[0], k[1]) == grp and k[3] == method]
             if not found:
                 continue
@@ -277,13 +279,15 @@ def fig_switch_lr(col: Collation, raw: dict[str, dict[str, Any]], stats: pd.Data
         ax.set_title(f"{grp[0]} / {grp[1]}")
     _fig_legend(fig, axes, ncol=2)
     fig.suptitle(_title(col, "AutoWU's switch LR vs batch size and the scaling rules" if not peers else
-                          "discovered peak LR vs batch size: AutoWU's switch, the peers' and the scaling rules"))
+                          "discovered peak LR vs batch size: the switch LRs, the peers' peaks, the scaling rules"))
     return [_save(fig, out / "c_switch_lr_scaling.png")]
 
 
 #: what each peer's point in figure (c) is (records' ``peer.peak_lr``)
-PEAK_WHAT: dict[str, str] = {"schedulefree": "its fixed LR", "prodigy": "final estimate d",
+PEAK_WHAT: dict[str, str] = {"autoplus": "switch LR", "schedulefree": "its fixed LR", "prodigy": "final estimate d",
                              "rangetest": "range test's peak (minimum / 10)"}
+#: the methods whose peak LR figure (c) draws beside AutoWU's switches
+FOUND_PEAKS: tuple[str, ...] = ("autoplus", *PEERS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -209,8 +209,8 @@ def _md_peak_lr(rows: Rows, methods: list[str]) -> str:
     table = _method_grid(rows, methods,
                          lambda r: "" if r is None else _fmt_pm(r["peak_lr_mean"], r["peak_lr_std"], ".3g"))
     peers = "".join(PEAK_NOTES[m] for m in _peers_in(methods))
-    return ("## Peak LR\n\nAutoWU: the switch LR it discovered; linear / LEGW: the rule applied to the LR tuned "
-            "at B0; fixed: tuned at every batch size." + peers + "\n\n" + table)
+    return ("## Peak LR\n\nAutoWU and AutoWU+: the switch LR they discovered; linear / LEGW: the rule applied to "
+            "the LR tuned at B0; fixed: tuned at every batch size." + peers + "\n\n" + table)
 
 
 _COST_KEYS = ("tuning_runs", "tuning_runs_done", "tuning_device_s", "total_device_s")
