@@ -9,7 +9,7 @@ sizes, models, optimizers, budgets) is in autolr/recipes.py, which refers to an 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = ["DataError", "Augmentation", "DatasetSpec", "DATASET_SPECS", "get_spec"]
@@ -59,29 +59,25 @@ class DatasetSpec:
     apt_package: str = ""  # the Debian package that installs them there
 
 
+_FASHION_MNIST = DatasetSpec(
+    name="fashion-mnist", title="Fashion-MNIST", num_classes=10, in_chans=1, image_size=28,
+    train_size=60000, test_size=10000, mean=(0.2860,), std=(0.3530,),
+    layout="idx", folder="FashionMNIST/raw",
+    files={"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
+    augment=Augmentation(crop_padding=2), beton_image="ndarray", in_memory=True,
+    torchvision="FashionMNIST", download_by_default=True,
+    system_dir="/usr/share/datasets/fashion-mnist", apt_package="dataset-fashion-mnist",
+)
+
 DATASET_SPECS: dict[str, DatasetSpec] = {
-    "fashion-mnist": DatasetSpec(
-        name="fashion-mnist", title="Fashion-MNIST", num_classes=10, in_chans=1, image_size=28,
-        train_size=60000, test_size=10000, mean=(0.2860,), std=(0.3530,),
-        layout="idx", folder="FashionMNIST/raw",
-        files={"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
-        augment=Augmentation(crop_padding=2), beton_image="ndarray", in_memory=True,
-        torchvision="FashionMNIST", download_by_default=True,
-        system_dir="/usr/share/datasets/fashion-mnist", apt_package="dataset-fashion-mnist",
-    ),
+    "fashion-mnist": _FASHION_MNIST,
     # the same files at the 32x32 the CIFAR models expect (issue 13: the paper's model families on
     # offline data): a 2-pixel black border, which is Fashion-MNIST's background; the statistics
     # are the padded training set's, and training crops CIFAR's way
-    "fashion-mnist-32": DatasetSpec(
-        name="fashion-mnist-32", title="Fashion-MNIST at 32x32", num_classes=10, in_chans=1, image_size=32,
-        train_size=60000, test_size=10000, mean=(0.2190,), std=(0.3318,),
-        layout="idx", folder="FashionMNIST/raw",
-        files={"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
-        augment=Augmentation(crop_padding=4), beton_image="ndarray", in_memory=True, pad=2,
-        torchvision="FashionMNIST", download_by_default=True,
-        system_dir="/usr/share/datasets/fashion-mnist", apt_package="dataset-fashion-mnist",
+    "fashion-mnist-32": replace(
+        _FASHION_MNIST, name="fashion-mnist-32", title="Fashion-MNIST at 32x32", image_size=32, pad=2,
+        mean=(0.2190,), std=(0.3318,), augment=Augmentation(crop_padding=4),
     ),
     "cifar10": DatasetSpec(
         name="cifar10", title="CIFAR-10", num_classes=10, in_chans=3, image_size=32,
